@@ -144,6 +144,14 @@ impl Billing {
         &self.inner.config
     }
 
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<(), BillingError> {
+        let _: (i64,) = sqlx::query_as("SELECT CAST(1 AS BIGINT)")
+            .fetch_one(self.db().pool())
+            .await?;
+        Ok(())
+    }
+
     fn now(&self) -> i64 {
         self.inner.clock.now_ms()
     }

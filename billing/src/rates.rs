@@ -246,7 +246,7 @@ impl Billing {
                 .country
                 .clone()
                 .unwrap_or_else(|| rate.country.clone());
-            if !allowed.iter().any(|c| *c == country) {
+            if !allowed.contains(&country) {
                 return Err(Refusal::CountryNotAllowed { country });
             }
         }

@@ -488,7 +488,7 @@ impl Billing {
         quality: Option<&serde_json::Value>,
     ) -> Result<Option<Cdr>, BillingError> {
         let mut tx = self.db().pool().begin().await?;
-        let base = format!("DELETE FROM reservations WHERE call_id = $1");
+        let base = "DELETE FROM reservations WHERE call_id = $1";
         let row = match only {
             Only::Any => {
                 sqlx::query(&format!("{base} RETURNING {RES_COLS}"))
@@ -589,7 +589,7 @@ impl Billing {
         .await?;
         tx.commit().await?;
         tracing::debug!(call_id, billable_secs, cost, cause, "settled");
-        Ok(self.cdr(call_id).await?)
+        self.cdr(call_id).await
     }
 
     /// The live reservation of a call.

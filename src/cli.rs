@@ -1,0 +1,263 @@
+//! The command line: `papercup <command>`, every command with `--help`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Papercup: a self-hosted SIP/WebRTC media gateway with prepaid calling built in.
+///
+/// Exit codes: 0 success, 1 failure (the message says why), 2 bad usage.
+#[derive(Debug, Parser)]
+#[command(name = "papercup", version, propagate_version = true)]
+pub struct Cli {
+    /// Configuration file (default: ./papercup.toml, then /etc/papercup/papercup.toml).
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "PAPERCUP_CONFIG",
+        value_name = "FILE"
+    )]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway on this host until SIGINT/SIGTERM.
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate(JsonFlag),
+    /// Inspect the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Rate deck: import, look up, list, block destinations.
+    #[command(subcommand)]
+    Rates(RatesCommand),
+    /// Prepaid wallets and their ledgers.
+    #[command(subcommand)]
+    Wallet(WalletCommand),
+    /// Call detail records and live calls.
+    #[command(subcommand)]
+    Calls(CallsCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct JsonFlag {
+    /// Print JSON (amounts in integer micro-units) instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Load and validate the configuration, then print where it came from.
+    Check,
+    /// Print the effective configuration as TOML (database password hidden).
+    Show,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum FormatArg {
+    /// Guess from the header line.
+    Auto,
+    /// Twilio's outbound voice price CSV.
+    Twilio,
+    /// prefix,country,description,rate_per_min,connect_fee,increment_first,increment_next
+    Papercup,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RatesCommand {
+    /// Import a rate deck from a CSV file (all rows or none).
+    Import {
+        /// The CSV file, or - for standard input.
+        file: PathBuf,
+        /// The CSV layout.
+        #[arg(long, value_enum, default_value = "auto")]
+        format: FormatArg,
+        /// Markup in percent applied to prices and connect fees (e.g. 15 or 12.5).
+        #[arg(long, value_name = "PCT")]
+        markup: Option<String>,
+        /// Fixed amount added to every price per minute (e.g. 0.002).
+        #[arg(long, value_name = "AMOUNT")]
+        markup_fixed: Option<String>,
+        /// Billing increments X/Y for decks without them (Twilio): default 60/60.
+        #[arg(long, value_name = "X/Y", default_value = "60/60")]
+        increments: String,
+        /// Date the rates apply from (YYYY-MM-DD or RFC 3339; default: immediately).
+        #[arg(long, value_name = "DATE")]
+        effective_from: Option<String>,
+        /// Delete the whole current deck first (in the same transaction).
+        #[arg(long)]
+        replace: bool,
+        /// Check the file and report what would be imported; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Show the rate a number would be charged now.
+    Lookup {
+        /// The number, E.164 (+442071234567) or national in billing.default_country.
+        number: String,
+        /// Caller ID, for caller-class rates.
+        #[arg(long, value_name = "NUMBER")]
+        from: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// List rates, optionally under a prefix.
+    List {
+        /// Only prefixes starting with this.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// At most this many rows.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Block calls to a prefix (premium-rate, satellite…) on every host.
+    Block {
+        /// E.164 digits.
+        prefix: String,
+        /// Why (shown in refusals and listings).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Remove a prefix from the block-list.
+    Unblock {
+        /// E.164 digits.
+        prefix: String,
+    },
+    /// List blocked prefixes.
+    Blocked(JsonFlag),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum OwnerKindArg {
+    Person,
+    Company,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum CreditKindArg {
+    Purchase,
+    Bonus,
+    Refund,
+    Adjustment,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WalletCommand {
+    /// Create a wallet (balance zero) for a person or a company.
+    Create {
+        /// Who owns it.
+        #[arg(long, value_enum)]
+        owner_kind: OwnerKindArg,
+        /// The owner's id (user id, company id); one wallet per owner.
+        #[arg(long)]
+        owner: String,
+        /// Display name.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Only these countries may be called (ISO codes, comma-separated).
+        #[arg(long, value_delimiter = ',', value_name = "CC,CC")]
+        allow_countries: Option<Vec<String>>,
+        /// This wallet's maximum price per minute (default: billing.max_rate_per_min).
+        #[arg(long, value_name = "AMOUNT")]
+        max_rate: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Show a wallet and its latest ledger entries.
+    Show {
+        /// Wallet id.
+        id: i64,
+        /// How many ledger entries to show.
+        #[arg(long, default_value_t = 20)]
+        ledger: i64,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// List wallets.
+    List(JsonFlag),
+    /// Add money (an operator movement in the ledger).
+    Credit(MovementArgs),
+    /// Take money (never below what live calls hold).
+    Debit(MovementArgs),
+    /// Change a wallet's destination policy.
+    Policy {
+        /// Wallet id.
+        id: i64,
+        /// Only these countries may be called (ISO codes, comma-separated).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            value_name = "CC,CC",
+            conflicts_with = "all_countries"
+        )]
+        allow_countries: Option<Vec<String>>,
+        /// Allow every country.
+        #[arg(long)]
+        all_countries: bool,
+        /// This wallet's maximum price per minute.
+        #[arg(long, value_name = "AMOUNT", conflicts_with = "default_max_rate")]
+        max_rate: Option<String>,
+        /// Use the global maximum price per minute.
+        #[arg(long)]
+        default_max_rate: bool,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct MovementArgs {
+    /// Wallet id.
+    pub id: i64,
+    /// Amount in the wallet currency (e.g. 25 or 0.50).
+    pub amount: String,
+    /// Why (kept in the ledger).
+    #[arg(long)]
+    pub reason: String,
+    /// Kind of movement (credit only; a debit is an adjustment or a refund).
+    #[arg(long, value_enum)]
+    pub kind: Option<CreditKindArg>,
+    /// Unique key of this movement: running the command again with the same key changes
+    /// nothing (default: a new key each time).
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    /// External reference (payment id, ticket).
+    #[arg(long)]
+    pub reference: Option<String>,
+    #[command(flatten)]
+    pub json: JsonFlag,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CallsCommand {
+    /// List call detail records, newest first.
+    List {
+        /// Only this wallet's calls.
+        #[arg(long)]
+        wallet: Option<i64>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Show one call detail record.
+    Show {
+        /// Call id.
+        call_id: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// List live calls (credit reservations) on every host.
+    Live(JsonFlag),
+}

@@ -1,0 +1,131 @@
+//! `papercup calls …`
+
+use anyhow::{bail, Result};
+use billing::money::format_amount;
+
+use crate::cli::CallsCommand;
+use crate::config::Config;
+use crate::output::{json, table, ts, ts_opt};
+
+pub async fn run(config: &Config, cmd: CallsCommand) -> Result<()> {
+    let b = super::open_billing(config).await?;
+    match cmd {
+        CallsCommand::List {
+            wallet,
+            limit,
+            json: j,
+        } => {
+            let cdrs = b.cdrs(wallet, limit).await?;
+            if j.json {
+                return json(&cdrs);
+            }
+            if cdrs.is_empty() {
+                println!("no calls");
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = cdrs
+                .iter()
+                .map(|c| {
+                    vec![
+                        c.call_id.clone(),
+                        c.wallet_id.to_string(),
+                        c.callee.clone(),
+                        ts_opt(c.answered_at),
+                        ts(c.ended_at),
+                        c.billable_secs.to_string(),
+                        format_amount(c.cost),
+                        c.hangup_cause.clone(),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                table(
+                    &["call", "wallet", "to", "answered", "ended", "billed s", "cost", "cause"],
+                    &rows
+                )
+            );
+        }
+        CallsCommand::Show { call_id, json: j } => {
+            let Some(c) = b.cdr(&call_id).await? else {
+                bail!("no call {call_id:?}");
+            };
+            if j.json {
+                return json(&c);
+            }
+            let t = c.tariff;
+            println!("call          {}", c.call_id);
+            println!("wallet        {}", c.wallet_id);
+            println!("node          {}", c.node_id);
+            println!("from          {}", c.caller);
+            println!("to            {}", c.callee);
+            println!("trunk         {}", c.trunk.as_deref().unwrap_or("-"));
+            println!(
+                "rate          prefix {}: {}/min, connect {}, {}/{}",
+                c.rate_prefix,
+                format_amount(t.rate_per_min),
+                format_amount(t.connect_fee),
+                t.increment_first,
+                t.increment_next
+            );
+            println!("authorized    {}", ts(c.created_at));
+            println!("answered      {}", ts_opt(c.answered_at));
+            println!("ended         {}", ts(c.ended_at));
+            println!(
+                "talk time     {}.{:03} s",
+                c.duration_ms / 1000,
+                c.duration_ms % 1000
+            );
+            println!("billed        {} s", c.billable_secs);
+            println!("cost          {}", format_amount(c.cost));
+            println!("hangup cause  {}", c.hangup_cause);
+            if let Some(q) = &c.quality {
+                println!("quality       {q}");
+            }
+        }
+        CallsCommand::Live(j) => {
+            let live = b.live_grants().await?;
+            if j.json {
+                return json(&live);
+            }
+            if live.is_empty() {
+                println!("no live calls");
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = live
+                .iter()
+                .map(|g| {
+                    vec![
+                        g.call_id.clone(),
+                        g.node_id.clone(),
+                        g.wallet_id.to_string(),
+                        g.callee.clone(),
+                        ts_opt(g.answered_at),
+                        format!(
+                            "{}{}",
+                            g.granted_ms / 1000,
+                            if g.final_units { " (final)" } else { "" }
+                        ),
+                        format_amount(g.reserved),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                table(
+                    &[
+                        "call",
+                        "node",
+                        "wallet",
+                        "to",
+                        "answered",
+                        "granted s",
+                        "reserved"
+                    ],
+                    &rows
+                )
+            );
+        }
+    }
+    Ok(())
+}

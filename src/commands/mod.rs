@@ -1,0 +1,59 @@
+//! The CLI commands. Each opens the database (applying pending migrations), does one
+//! thing, and prints text or `--json`.
+
+pub mod calls;
+pub mod rates;
+pub mod wallet;
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+
+use crate::config::Config;
+
+/// Opens the database and the billing engine for a command.
+pub async fn open_billing(config: &Config) -> Result<billing::Billing> {
+    let db = storage::Db::open(&config.database.url, &config.db_options())
+        .await
+        .context("opening the database")?;
+    let b = billing::Billing::new(
+        db,
+        Arc::new(billing::SystemClock),
+        config.node_id.clone(),
+        config.billing_config(),
+    )
+    .await?;
+    Ok(b)
+}
+
+/// `papercup migrate`
+pub async fn migrate(config: &Config, json: bool) -> Result<()> {
+    let db = storage::Db::connect(&config.database.url, &config.db_options())
+        .await
+        .context("opening the database")?;
+    let applied = db.migrate().await?;
+    let all = db.applied_migrations().await?;
+    if json {
+        crate::output::json(&serde_json::json!({
+            "database": db.display_url(),
+            "backend": db.backend().name(),
+            "applied_now": applied,
+            "applied": all,
+        }))?;
+    } else if applied.is_empty() {
+        println!(
+            "{} is up to date ({} migrations)",
+            db.display_url(),
+            all.len()
+        );
+    } else {
+        println!(
+            "applied {} migration(s) to {}: {:?}",
+            applied.len(),
+            db.display_url(),
+            applied
+        );
+    }
+    db.close().await;
+    Ok(())
+}

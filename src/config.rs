@@ -1,0 +1,412 @@
+//! `papercup.toml`: one file, every key optional, overridable from the environment.
+//!
+//! Precedence: built-in defaults < the file < `PAPERCUP_…` environment variables. An
+//! environment variable names a key by its path in upper case with `__` between section
+//! and key: `PAPERCUP_DATABASE__URL`, `PAPERCUP_BILLING__SLICE_SECS`, `PAPERCUP_NODE_ID`.
+//! Unknown keys, in the file or the environment, are errors that name the key (a typo
+//! must not silently fall back to a default). `deploy/papercup.example.toml` documents
+//! every key; a test keeps it in step with this file.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// Environment variables with this prefix configure Papercup.
+pub const ENV_PREFIX: &str = "PAPERCUP_";
+/// Variables that are not settings (the config path, test harness variables).
+const ENV_IGNORED: [&str; 2] = ["PAPERCUP_CONFIG", "PAPERCUP_TEST_"];
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// This host's id: owner of its registrations and credit reservations.
+    pub node_id: String,
+    /// Storage.
+    pub database: DatabaseConfig,
+    /// HTTP API.
+    pub http: HttpConfig,
+    /// Rating and credit control.
+    pub billing: BillingSection,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[database]`
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://path/to/file.db` or `postgres://user:pass@host/db`.
+    pub url: String,
+    /// Pool size.
+    pub max_connections: u32,
+    /// How often servers look for changes made by the CLI or other hosts (ms).
+    pub change_poll_ms: u64,
+}
+
+/// `[http]`
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address of the JSON API.
+    pub listen: SocketAddr,
+}
+
+/// `[billing]`
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BillingSection {
+    /// ISO 4217 currency of wallets and rates.
+    pub currency: String,
+    /// ISO 3166-1 country in which national numbers are read.
+    pub default_country: String,
+    /// Talk time reserved when a call starts (seconds).
+    pub first_grant_secs: i64,
+    /// Talk time added by each extension (seconds).
+    pub slice_secs: i64,
+    /// Extend when this much granted time is left (seconds).
+    pub lead_secs: i64,
+    /// Highest price per minute callable (decimal, in the currency).
+    pub max_rate_per_min: String,
+    /// Longest grant for a free destination (seconds).
+    pub max_free_call_secs: i64,
+    /// How often the janitor settles reservations of dead hosts (seconds).
+    pub janitor_interval_secs: u64,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter: `info`, `debug`, `papercup=debug,sqlx=warn`…
+    pub level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            node_id: default_node_id(),
+            database: DatabaseConfig::default(),
+            http: HttpConfig::default(),
+            billing: BillingSection::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://papercup.db".into(),
+            max_connections: 10,
+            change_poll_ms: 1_000,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
+    }
+}
+
+impl Default for BillingSection {
+    fn default() -> Self {
+        let b = billing::BillingConfig::default();
+        Self {
+            currency: b.currency,
+            default_country: "US".into(),
+            first_grant_secs: b.first_grant_secs,
+            slice_secs: b.slice_secs,
+            lead_secs: b.lead_secs,
+            max_rate_per_min: billing::money::format_amount(b.max_rate_per_min),
+            max_free_call_secs: b.max_free_call_secs,
+            janitor_interval_secs: 10,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+        }
+    }
+}
+
+fn default_node_id() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "papercup".into())
+}
+
+/// Where the configuration came from, for messages.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The configuration.
+    pub config: Config,
+    /// The file read, if any.
+    pub file: Option<PathBuf>,
+}
+
+/// Loads the configuration: `explicit` if given (it must exist), else `./papercup.toml`
+/// or `/etc/papercup/papercup.toml` if present, else defaults; then the environment.
+pub fn load(explicit: Option<&Path>, env: &BTreeMap<String, String>) -> Result<Loaded> {
+    let file = match explicit {
+        Some(p) => Some(p.to_path_buf()),
+        None => ["papercup.toml", "/etc/papercup/papercup.toml"]
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists()),
+    };
+    let mut table = match &file {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read config file {}", p.display()))?;
+            text.parse::<toml::Table>()
+                .map_err(|e| anyhow!("{}: {}", p.display(), e.to_string().trim_end()))?
+        }
+        None => toml::Table::new(),
+    };
+    let mut from_env: BTreeMap<String, String> = BTreeMap::new();
+    for (name, raw) in env {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        if ENV_IGNORED.iter().any(|i| name.starts_with(i)) || rest.is_empty() {
+            continue;
+        }
+        let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+        set_path(&mut table, &path, env_value(raw))
+            .map_err(|e| anyhow!("environment variable {name}: {e}"))?;
+        from_env.insert(path.join("."), name.clone());
+    }
+    let source = |key: &str| match (from_env.get(key), &file) {
+        (Some(var), _) => format!("environment variable {var}"),
+        (None, Some(f)) => f.display().to_string(),
+        (None, None) => "defaults".to_string(),
+    };
+    let config: Config =
+        serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+            let key = e.path().to_string();
+            anyhow!("config key `{key}` ({}): {}", source(&key), e.inner())
+        })?;
+    config
+        .validate()
+        .map_err(|(key, msg)| anyhow!("config key `{key}` ({}): {msg}", source(key)))?;
+    Ok(Loaded { config, file })
+}
+
+/// Environment values are strings, except whole numbers and booleans (for numeric keys).
+fn env_value(raw: &str) -> toml::Value {
+    if let Ok(i) = raw.trim().parse::<i64>() {
+        return toml::Value::Integer(i);
+    }
+    match raw.trim() {
+        "true" => toml::Value::Boolean(true),
+        "false" => toml::Value::Boolean(false),
+        _ => toml::Value::String(raw.to_string()),
+    }
+}
+
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<()> {
+    match path {
+        [] => bail!("empty key"),
+        [key] => {
+            table.insert(key.clone(), value);
+            Ok(())
+        }
+        [section, rest @ ..] => {
+            let entry = table
+                .entry(section.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            match entry {
+                toml::Value::Table(t) => set_path(t, rest, value),
+                _ => bail!("`{section}` is not a section"),
+            }
+        }
+    }
+}
+
+impl Config {
+    /// Checks what types alone cannot; the error names the key.
+    fn validate(&self) -> std::result::Result<(), (&'static str, String)> {
+        if self.node_id.trim().is_empty() || self.node_id.contains(char::is_whitespace) {
+            return Err(("node_id", "must be a non-empty word without spaces".into()));
+        }
+        storage::Backend::from_url(&self.database.url)
+            .map_err(|e| ("database.url", e.to_string()))?;
+        if self.database.max_connections == 0 {
+            return Err(("database.max_connections", "must be at least 1".into()));
+        }
+        if self.database.change_poll_ms < 10 {
+            return Err(("database.change_poll_ms", "must be at least 10".into()));
+        }
+        let b = &self.billing;
+        if b.currency.len() != 3 || !b.currency.bytes().all(|c| c.is_ascii_uppercase()) {
+            return Err((
+                "billing.currency",
+                "must be an ISO 4217 code such as USD".into(),
+            ));
+        }
+        billing::e164::country_id(&b.default_country)
+            .map_err(|e| ("billing.default_country", e.to_string()))?;
+        if b.lead_secs < 1 {
+            return Err(("billing.lead_secs", "must be at least 1".into()));
+        }
+        if b.slice_secs <= b.lead_secs {
+            return Err((
+                "billing.slice_secs",
+                format!("must be greater than billing.lead_secs ({})", b.lead_secs),
+            ));
+        }
+        if b.first_grant_secs < 1 {
+            return Err(("billing.first_grant_secs", "must be at least 1".into()));
+        }
+        if b.max_free_call_secs < 1 {
+            return Err(("billing.max_free_call_secs", "must be at least 1".into()));
+        }
+        match billing::money::parse_amount(&b.max_rate_per_min) {
+            Ok(v) if v >= 0 => {}
+            Ok(_) => return Err(("billing.max_rate_per_min", "must not be negative".into())),
+            Err(e) => return Err(("billing.max_rate_per_min", e.to_string())),
+        }
+        if b.janitor_interval_secs == 0 {
+            return Err(("billing.janitor_interval_secs", "must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// The billing engine's settings.
+    pub fn billing_config(&self) -> billing::BillingConfig {
+        let b = &self.billing;
+        billing::BillingConfig {
+            currency: b.currency.clone(),
+            default_country: billing::e164::country_id(&b.default_country).ok(),
+            first_grant_secs: b.first_grant_secs,
+            slice_secs: b.slice_secs,
+            lead_secs: b.lead_secs,
+            // Validated in `validate`.
+            max_rate_per_min: billing::money::parse_amount(&b.max_rate_per_min).unwrap_or(0),
+            max_free_call_secs: b.max_free_call_secs,
+        }
+    }
+
+    /// The storage pool settings.
+    pub fn db_options(&self) -> storage::DbOptions {
+        storage::DbOptions {
+            max_connections: self.database.max_connections,
+            ..storage::DbOptions::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn load_text(text: &str, vars: &[(&str, &str)]) -> Result<Config> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("papercup.toml");
+        std::fs::write(&path, text)?;
+        load(Some(&path), &env(vars)).map(|l| l.config)
+    }
+
+    #[test]
+    fn no_file_gives_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("nope.toml");
+        assert!(load(Some(&missing), &env(&[])).is_err());
+        let c = load_text("", &[]).expect("empty file");
+        assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn the_example_file_documents_every_key_with_its_default() {
+        let text = include_str!("../deploy/papercup.example.toml");
+        // Every key is present, commented out as `#key = default`; prose is `# text`.
+        let uncommented: String = text
+            .lines()
+            .map(|l| match l.strip_prefix('#') {
+                Some(rest) if !rest.starts_with(' ') && !rest.is_empty() => rest,
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let table: toml::Table = uncommented.parse().expect("example parses");
+        let mut c: Config = table.clone().try_into().expect("example deserializes");
+        c.node_id = Config::default().node_id;
+        assert_eq!(c, Config::default());
+        let defaults = toml::Table::try_from(Config::default()).expect("serialize");
+        for (section, v) in &defaults {
+            match v {
+                toml::Value::Table(keys) => {
+                    for key in keys.keys() {
+                        assert!(
+                            table.get(section).and_then(|s| s.get(key)).is_some(),
+                            "example lacks {section}.{key}"
+                        );
+                    }
+                }
+                _ => assert!(table.contains_key(section), "example lacks {section}"),
+            }
+        }
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let c = load_text(
+            "[billing]\nslice_secs = 90\n",
+            &[
+                ("PAPERCUP_DATABASE__URL", "postgres://pc@db/papercup"),
+                ("PAPERCUP_BILLING__LEAD_SECS", "20"),
+                ("PAPERCUP_NODE_ID", "media-1"),
+                ("PAPERCUP_TEST_PG_URL", "ignored"),
+                ("OTHER", "ignored"),
+            ],
+        )
+        .expect("config");
+        assert_eq!(c.database.url, "postgres://pc@db/papercup");
+        assert_eq!((c.billing.slice_secs, c.billing.lead_secs), (90, 20));
+        assert_eq!(c.node_id, "media-1");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = load_text("[billing]\nslice_secs = \"sixty\"\n", &[]).expect_err("bad type");
+        assert!(e.to_string().contains("billing.slice_secs"), "{e}");
+        let e = load_text("[billing]\nslise_secs = 60\n", &[]).expect_err("typo");
+        assert!(e.to_string().contains("slise_secs"), "{e}");
+        let e = load_text("", &[("PAPERCUP_BILLING__LEAD_SECS", "90")]).expect_err("lead");
+        assert!(e.to_string().contains("billing.slice_secs"), "{e}");
+        let e = load_text("", &[("PAPERCUP_BILING__LEAD_SECS", "9")]).expect_err("env typo");
+        assert!(
+            e.to_string().contains("PAPERCUP_BILING__LEAD_SECS")
+                || e.to_string().contains("biling"),
+            "{e}"
+        );
+        let e = load_text("[database]\nurl = \"mysql://x\"\n", &[]).expect_err("url");
+        assert!(e.to_string().contains("database.url"), "{e}");
+        let e = load_text("[billing]\nmax_rate_per_min = \"cheap\"\n", &[]).expect_err("money");
+        assert!(e.to_string().contains("billing.max_rate_per_min"), "{e}");
+        let e = load_text("[billing]\ndefault_country = \"XX\"\n", &[]).expect_err("country");
+        assert!(e.to_string().contains("billing.default_country"), "{e}");
+        let e = load_text("[http\n", &[]).expect_err("syntax");
+        assert!(e.to_string().contains("papercup.toml"), "{e}");
+    }
+}

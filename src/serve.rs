@@ -1,0 +1,168 @@
+//! `papercup serve`: wires storage, billing, the meter, the janitor, change notifications
+//! and the HTTP API, and shuts them down in order on SIGINT/SIGTERM.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use billing::meter::{self, MeterEvent};
+use storage::{ChangeWatcher, Topic};
+use tokio::sync::{mpsc, watch};
+
+use crate::config::Config;
+
+pub async fn run(config: Config) -> Result<()> {
+    let db = storage::Db::open(&config.database.url, &config.db_options())
+        .await
+        .context("opening the database")?;
+    tracing::info!(database = %db.display_url(), backend = db.backend().name(), "database ready");
+    let billing = billing::Billing::new(
+        db.clone(),
+        Arc::new(billing::SystemClock),
+        config.node_id.clone(),
+        config.billing_config(),
+    )
+    .await?;
+    // Calls this node owned before a restart died with the old process: settle them now.
+    let leftovers = billing.settle_own_leftovers().await?;
+    if !leftovers.is_empty() {
+        tracing::warn!(
+            count = leftovers.len(),
+            "settled calls left by the previous run"
+        );
+    }
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (hangup_tx, mut hangup_rx) = mpsc::unbounded_channel::<MeterEvent>();
+    let (meter, meter_task) = meter::spawn(billing.clone(), hangup_tx);
+
+    // Call control (the signaling issue) consumes hang-ups; until it exists nothing can
+    // place a call, so this only logs.
+    let hangups = tokio::spawn(async move {
+        while let Some(ev) = hangup_rx.recv().await {
+            if let MeterEvent::HangUp {
+                call_id, deadline, ..
+            } = ev
+            {
+                tracing::info!(%call_id, deadline, "credit exhausted: hang up");
+            }
+        }
+    });
+
+    let janitor = {
+        let (b, mut stop) = (billing.clone(), shutdown_rx.clone());
+        let every = Duration::from_secs(config.billing.janitor_interval_secs);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = stop.changed() => return,
+                }
+                match b.expire_reservations().await {
+                    Ok(settled) if !settled.is_empty() => {
+                        tracing::warn!(count = settled.len(), "settled reservations of lost nodes")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "janitor failed"),
+                }
+            }
+        })
+    };
+
+    let watcher = {
+        let mut w = ChangeWatcher::new(
+            db.clone(),
+            Duration::from_millis(config.database.change_poll_ms),
+        )
+        .await
+        .context("starting the change watcher")?;
+        let (b, m, mut stop) = (billing.clone(), meter.clone(), shutdown_rx.clone());
+        tokio::spawn(async move {
+            loop {
+                let changed = tokio::select! {
+                    c = w.changed() => c,
+                    _ = stop.changed() => return,
+                };
+                match changed {
+                    Ok(topics) => {
+                        for t in topics {
+                            match t {
+                                Topic::Rates => match b.reload_rates().await {
+                                    Ok(n) => tracing::info!(rates = n, "rate deck reloaded"),
+                                    Err(e) => tracing::error!(error = %e, "reloading rates failed"),
+                                },
+                                Topic::Policy => match b.reload_policy().await {
+                                    Ok(n) => tracing::info!(blocked = n, "block-list reloaded"),
+                                    Err(e) => {
+                                        tracing::error!(error = %e, "reloading the block-list failed")
+                                    }
+                                },
+                                // A top-up (here or on another host) may feed starved calls.
+                                Topic::Wallets => m.wake_starved(None),
+                                _ => {}
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "watching for changes failed; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        })
+    };
+
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (http.listen)", config.http.listen))?;
+    let addr = listener.local_addr()?;
+    // Printed on stdout so scripts (and tests binding port 0) learn the address.
+    println!(
+        "papercup {} serving http://{addr} (node {}, {})",
+        env!("CARGO_PKG_VERSION"),
+        config.node_id,
+        db.display_url()
+    );
+    let app = web::router(web::AppState {
+        billing: billing.clone(),
+    });
+    let mut http_stop = shutdown_rx.clone();
+    let http = tokio::spawn(web::serve(listener, app, async move {
+        let _ = http_stop.changed().await;
+    }));
+
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = shutdown_tx.send(true);
+    http.await.context("http task")?.context("http server")?;
+    let _ = tokio::join!(janitor, watcher);
+    drop(meter);
+    let _ = meter_task.await;
+    let _ = hangups.await;
+    db.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,337 @@
+//! The `papercup` binary driven as an operator would, on SQLite and on PostgreSQL.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_papercup");
+const DECK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/twilio-sample.csv");
+
+struct Env {
+    url: String,
+    dir: tempfile::TempDir,
+    _db: storage::testing::TestDb,
+}
+
+async fn envs() -> Vec<Env> {
+    storage::testing::all()
+        .await
+        .into_iter()
+        .map(|db| Env {
+            url: db.url.clone(),
+            dir: tempfile::tempdir().expect("tempdir"),
+            _db: db,
+        })
+        .collect()
+}
+
+impl Env {
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .current_dir(self.dir.path())
+            .env("PAPERCUP_DATABASE__URL", &self.url)
+            .env("PAPERCUP_NODE_ID", "cli-test")
+            .env_remove("PAPERCUP_CONFIG");
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("run papercup")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "papercup {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8")
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        serde_json::from_str(&self.ok(args)).expect("JSON output")
+    }
+}
+
+#[tokio::test]
+async fn twilio_deck_import_and_longest_prefix_lookup() {
+    for env in envs().await {
+        let out = env.ok(&["rates", "import", DECK]);
+        assert!(out.contains("imported 30 rates"), "{out}");
+        let q = env.json(&["rates", "lookup", "+442071234567", "--json"]);
+        assert_eq!(q["rate"]["prefix"], "4420");
+        assert_eq!(q["rate"]["rate_per_min"], 12_000);
+        assert_eq!(q["rate"]["increment_first"], 60);
+        let text = env.ok(&["rates", "lookup", "+442071234567"]);
+        assert!(text.contains("United Kingdom - London"), "{text}");
+        // Longer prefixes win; caller-ID classes narrow.
+        assert_eq!(
+            env.json(&["rates", "lookup", "+447400123456", "--json"])["rate"]["prefix"],
+            "447400"
+        );
+        let from_us = env.json(&[
+            "rates",
+            "lookup",
+            "+14155552671",
+            "--from",
+            "+12125550100",
+            "--json",
+        ]);
+        assert_eq!(from_us["rate"]["rate_per_min"], 11_000);
+        let from_gb = env.json(&[
+            "rates",
+            "lookup",
+            "+14155552671",
+            "--from",
+            "+442071234567",
+            "--json",
+        ]);
+        assert_eq!(from_gb["rate"]["rate_per_min"], 13_000);
+        // National numbers are read in the default country (US).
+        assert_eq!(
+            env.json(&["rates", "lookup", "(204) 987-6543", "--json"])["rate"]["prefix"],
+            "1204"
+        );
+        let missing = env.run(&["rates", "lookup", "+81312345678"]);
+        assert_eq!(missing.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&missing.stderr).contains("no rate"));
+        // Markup on re-import.
+        env.ok(&["rates", "import", DECK, "--markup", "10", "--replace"]);
+        assert_eq!(
+            env.json(&["rates", "lookup", "+442071234567", "--json"])["rate"]["rate_per_min"],
+            13_200
+        );
+        let listed = env.json(&["rates", "list", "--prefix", "44", "--json"]);
+        assert_eq!(listed.as_array().map(Vec::len), Some(9));
+    }
+}
+
+#[tokio::test]
+async fn a_deck_with_one_bad_row_imports_nothing_and_names_the_line() {
+    for env in envs().await {
+        env.ok(&["rates", "import", DECK]);
+        let bad_deck = std::fs::read_to_string(DECK)
+            .expect("deck")
+            .replace("0.0420", "0,0420")
+            .replace("0.0120", "0.0100");
+        let bad = env.dir.path().join("bad.csv");
+        std::fs::write(&bad, bad_deck).expect("write");
+        let out = env.run(&["rates", "import", bad.to_str().expect("path"), "--replace"]);
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("line 12"), "{err}");
+        assert!(err.contains("nothing imported"), "{err}");
+        // The old deck is untouched: nothing was deleted, nothing half-written.
+        assert_eq!(
+            env.json(&["rates", "lookup", "+442071234567", "--json"])["rate"]["rate_per_min"],
+            12_000
+        );
+        assert_eq!(
+            env.json(&["rates", "list", "--json"])
+                .as_array()
+                .map(Vec::len),
+            Some(30)
+        );
+        // --dry-run checks without writing.
+        let dry = env.ok(&["rates", "import", DECK, "--dry-run", "--markup", "50"]);
+        assert!(dry.contains("would be imported"), "{dry}");
+        assert_eq!(
+            env.json(&["rates", "lookup", "+442071234567", "--json"])["rate"]["rate_per_min"],
+            12_000
+        );
+    }
+}
+
+#[tokio::test]
+async fn wallet_movements_from_the_cli_are_idempotent() {
+    for env in envs().await {
+        let w = env.json(&[
+            "wallet",
+            "create",
+            "--owner-kind",
+            "company",
+            "--owner",
+            "acme",
+            "--json",
+        ]);
+        let id = w["id"].as_i64().expect("id").to_string();
+        let first = env.json(&[
+            "wallet",
+            "credit",
+            &id,
+            "25.50",
+            "--kind",
+            "purchase",
+            "--reason",
+            "pay",
+            "--idempotency-key",
+            "pay_1",
+            "--json",
+        ]);
+        assert_eq!(first["applied"], true);
+        let again = env.json(&[
+            "wallet",
+            "credit",
+            &id,
+            "25.50",
+            "--kind",
+            "purchase",
+            "--reason",
+            "pay",
+            "--idempotency-key",
+            "pay_1",
+            "--json",
+        ]);
+        assert_eq!(again["applied"], false);
+        env.ok(&["wallet", "debit", &id, "0.50", "--reason", "correction"]);
+        let shown = env.json(&["wallet", "show", &id, "--json"]);
+        assert_eq!(shown["wallet"]["balance"], 25_000_000);
+        assert_eq!(shown["ledger"].as_array().map(Vec::len), Some(2));
+        let over = env.run(&["wallet", "debit", &id, "100", "--reason", "too much"]);
+        assert_eq!(over.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&over.stderr).contains("insufficient funds"));
+        let dup = env.run(&[
+            "wallet",
+            "create",
+            "--owner-kind",
+            "company",
+            "--owner",
+            "acme",
+        ]);
+        assert_eq!(dup.status.code(), Some(1));
+        let no_reason = env.run(&["wallet", "credit", &id, "1"]);
+        assert_eq!(no_reason.status.code(), Some(2), "clap usage error");
+        env.ok(&[
+            "wallet",
+            "policy",
+            &id,
+            "--allow-countries",
+            "GB,FR",
+            "--max-rate",
+            "0.10",
+        ]);
+        let w = env.json(&["wallet", "show", &id, "--json"]);
+        assert_eq!(
+            w["wallet"]["allowed_countries"],
+            serde_json::json!(["GB", "FR"])
+        );
+        assert_eq!(w["wallet"]["max_rate_per_min"], 100_000);
+        assert_eq!(
+            env.json(&["calls", "list", "--json"]),
+            serde_json::json!([])
+        );
+        assert!(env.ok(&["calls", "live"]).contains("no live calls"));
+    }
+}
+
+#[test]
+fn bad_configuration_names_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("papercup.toml"),
+        "[billing]\nslice_secs = 10\nlead_secs = 20\n",
+    )
+    .expect("write");
+    let out = Command::new(BIN)
+        .args(["config", "check"])
+        .current_dir(dir.path())
+        .env_remove("PAPERCUP_CONFIG")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("billing.slice_secs") && err.contains("papercup.toml"),
+        "{err}"
+    );
+}
+
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read");
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status");
+    let body = resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+/// A running server sees a deck imported by the CLI, without a restart, and stops
+/// cleanly on SIGTERM.
+#[tokio::test]
+async fn a_running_server_notices_cli_changes() {
+    for env in envs().await {
+        let mut child = env
+            .cmd(&["serve"])
+            .env("PAPERCUP_HTTP__LISTEN", "127.0.0.1:0")
+            .env("PAPERCUP_DATABASE__CHANGE_POLL_MS", "100")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("banner");
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_string();
+        let (status, body) = http_get(&addr, "/healthz");
+        assert_eq!(status, 200, "{body}");
+        let (status, _) = http_get(&addr, "/api/rates?to=%2B442071234567");
+        assert_eq!(status, 404);
+
+        env.ok(&["rates", "import", DECK]);
+        let start = Instant::now();
+        let body = loop {
+            let (status, body) = http_get(&addr, "/api/rates?to=%2B442071234567");
+            if status == 200 {
+                break body;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "server never saw the import"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(v["prefix"], "4420");
+
+        stop(&mut child);
+    }
+}
+
+fn stop(child: &mut std::process::Child) {
+    let pid = child.id().to_string();
+    Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert!(status.success(), "serve exited with {status}");
+            return;
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("serve did not stop on SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
