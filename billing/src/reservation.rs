@@ -310,7 +310,22 @@ impl Billing {
             }
             tx.commit().await?;
             tracing::debug!(call_id = %req.call_id, wallet = req.wallet_id, secs, amount, "authorized");
-            return self.grant(&req.call_id).await;
+            return Ok(Grant {
+                call_id: req.call_id,
+                wallet_id: req.wallet_id,
+                node_id: self.node_id().to_string(),
+                caller: req.caller,
+                callee: number.number,
+                rate_prefix: rate.prefix,
+                tariff: t,
+                reserved: amount,
+                granted_ms: secs * 1000,
+                final_units: secs < first,
+                created_at: now,
+                answered_at: None,
+                last_extended_at: now,
+                expires_at: now + self.config().reservation_ttl_ms(),
+            });
         }
         Err(BillingError::Contention(format!(
             "wallet {}",
@@ -320,16 +335,19 @@ impl Billing {
 
     /// Records the answer: the granted talk time counts from `answered_at`. Idempotent.
     pub async fn answer(&self, call_id: &str, answered_at: i64) -> Result<Grant, BillingError> {
-        sqlx::query(
+        let row = sqlx::query(&format!(
             "UPDATE reservations SET answered_at = $2, last_extended_at = $2, expires_at = $3 \
-             WHERE call_id = $1 AND answered_at IS NULL",
-        )
+             WHERE call_id = $1 AND answered_at IS NULL RETURNING {RES_COLS}"
+        ))
         .bind(call_id)
         .bind(answered_at)
         .bind(answered_at.max(self.now()) + self.config().reservation_ttl_ms())
-        .execute(self.db().pool())
+        .fetch_optional(self.db().pool())
         .await?;
-        self.grant(call_id).await
+        match row {
+            Some(row) => Ok(Grant::from_row(&row)?),
+            None => self.grant(call_id).await, // answered before (or unknown)
+        }
     }
 
     /// Extends an answered call's grant by one slice ahead of use. When the wallet can only
@@ -339,7 +357,16 @@ impl Billing {
     /// grant.
     pub async fn extend(&self, call_id: &str) -> Result<Grant, BillingError> {
         for _ in 0..RETRIES {
-            let g = self.grant(call_id).await?;
+            let row = sqlx::query(&format!(
+                "SELECT {RES_COLS}, (SELECT balance - reserved FROM wallets w \
+                 WHERE w.id = r.wallet_id) AS available FROM reservations r WHERE call_id = $1"
+            ))
+            .bind(call_id)
+            .fetch_optional(self.db().pool())
+            .await?
+            .ok_or_else(|| BillingError::UnknownCall(call_id.to_string()))?;
+            let mut g = Grant::from_row(&row)?;
+            let available: i64 = row.try_get("available")?;
             let now = self.now();
             let expires = now + self.config().reservation_ttl_ms();
             if g.answered_at.is_none() {
@@ -351,13 +378,14 @@ impl Billing {
                 .bind(expires)
                 .execute(self.db().pool())
                 .await?;
-                return self.grant(call_id).await;
+                g.last_extended_at = now;
+                g.expires_at = expires;
+                return Ok(g);
             }
             let t = g.tariff;
             let granted_secs = g.granted_ms / 1000;
             let target = t.align_up_secs(granted_secs + self.config().slice_secs);
-            let wallet = self.wallet(g.wallet_id).await?;
-            let budget = g.reserved + wallet.available();
+            let budget = g.reserved + available;
             let new_secs = t
                 .max_affordable_secs(budget, self.config().max_free_call_secs)
                 .unwrap_or(0)
@@ -390,7 +418,12 @@ impl Billing {
             }
             tx.commit().await?;
             tracing::debug!(call_id, granted_secs = new_secs, final_units, "extended");
-            return self.grant(call_id).await;
+            g.reserved += extra;
+            g.granted_ms = new_secs * 1000;
+            g.final_units = final_units;
+            g.last_extended_at = now;
+            g.expires_at = expires;
+            return Ok(g);
         }
         Err(BillingError::Contention(format!("call {call_id}")))
     }
@@ -529,6 +562,34 @@ impl Billing {
             }
             None => (0, 0, 0),
         };
+        // The CDR first: the wallet row is locked from its UPDATE to the commit, so that
+        // stretch is kept to the UPDATE and the ledger row.
+        let quality_text = quality.map(serde_json::Value::to_string);
+        sqlx::query(&format!(
+            "INSERT INTO calls ({CDR_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
+             $12, $13, $14, $15, $16, $17, $18, $19)"
+        ))
+        .bind(call_id)
+        .bind(g.wallet_id)
+        .bind(&g.node_id)
+        .bind(&g.caller)
+        .bind(&g.callee)
+        .bind(trunk)
+        .bind(&g.rate_prefix)
+        .bind(g.tariff.rate_per_min)
+        .bind(g.tariff.connect_fee)
+        .bind(g.tariff.increment_first)
+        .bind(g.tariff.increment_next)
+        .bind(g.created_at)
+        .bind(g.answered_at)
+        .bind(ended_at)
+        .bind(duration_ms)
+        .bind(billable_secs)
+        .bind(cost)
+        .bind(cause)
+        .bind(quality_text)
+        .execute(&mut *tx)
+        .await?;
         let now = self.now();
         let (balance_after,): (i64,) = sqlx::query_as(
             "UPDATE wallets SET balance = balance - $1, reserved = reserved - $2, updated_at = $3 \
@@ -561,35 +622,26 @@ impl Billing {
                 return Err(BillingError::IdempotencyConflict(format!("call:{call_id}")));
             }
         }
-        let quality = quality.map(serde_json::Value::to_string);
-        sqlx::query(&format!(
-            "INSERT INTO calls ({CDR_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
-             $12, $13, $14, $15, $16, $17, $18, $19)"
-        ))
-        .bind(call_id)
-        .bind(g.wallet_id)
-        .bind(&g.node_id)
-        .bind(&g.caller)
-        .bind(&g.callee)
-        .bind(trunk)
-        .bind(&g.rate_prefix)
-        .bind(g.tariff.rate_per_min)
-        .bind(g.tariff.connect_fee)
-        .bind(g.tariff.increment_first)
-        .bind(g.tariff.increment_next)
-        .bind(g.created_at)
-        .bind(g.answered_at)
-        .bind(ended_at)
-        .bind(duration_ms)
-        .bind(billable_secs)
-        .bind(cost)
-        .bind(cause)
-        .bind(quality)
-        .execute(&mut *tx)
-        .await?;
         tx.commit().await?;
         tracing::debug!(call_id, billable_secs, cost, cause, "settled");
-        self.cdr(call_id).await
+        Ok(Some(Cdr {
+            call_id: call_id.to_string(),
+            wallet_id: g.wallet_id,
+            node_id: g.node_id,
+            caller: g.caller,
+            callee: g.callee,
+            trunk: trunk.map(str::to_string),
+            rate_prefix: g.rate_prefix,
+            tariff: g.tariff,
+            created_at: g.created_at,
+            answered_at: g.answered_at,
+            ended_at,
+            duration_ms,
+            billable_secs,
+            cost,
+            hangup_cause: cause.to_string(),
+            quality: quality.cloned(),
+        }))
     }
 
     /// The live reservation of a call.
