@@ -42,6 +42,28 @@ pub enum Command {
     /// Call detail records and live calls.
     #[command(subcommand)]
     Calls(CallsCommand),
+    /// The built-in TURN relay: credentials and live allocations.
+    #[command(subcommand)]
+    Turn(TurnCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TurnCommand {
+    /// Mint ephemeral TURN credentials for a user (as the web API does for a signed-in
+    /// browser) and print them with the relay's URLs.
+    Credentials {
+        /// The user id put in the username.
+        #[arg(long)]
+        user: String,
+        /// Validity in seconds (default: turn.credential_ttl_secs).
+        #[arg(long)]
+        ttl: Option<u64>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// List the live allocations and counters of the relay running on this host (asks the
+    /// local server's admin API at http.listen).
+    Status(JsonFlag),
 }
 
 #[derive(Debug, Args)]

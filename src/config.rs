@@ -31,6 +31,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// Rating and credit control.
     pub billing: BillingSection,
+    /// The built-in TURN relay.
+    pub turn: TurnSection,
     /// Logging.
     pub log: LogConfig,
 }
@@ -77,6 +79,106 @@ pub struct BillingSection {
     pub janitor_interval_secs: u64,
 }
 
+/// `[turn]`
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TurnSection {
+    /// Shared secrets for REST credentials, current first (empty: the relay is off).
+    #[serde(deserialize_with = "string_or_list")]
+    pub secrets: Vec<String>,
+    /// Realm of the long-term credentials.
+    pub realm: String,
+    /// UDP listener ("" for none).
+    pub listen_udp: String,
+    /// TCP listener ("" for none).
+    pub listen_tcp: String,
+    /// TLS listeners (e.g. 5349 and 443).
+    #[serde(deserialize_with = "string_or_list")]
+    pub listen_tls: Vec<String>,
+    /// PEM certificate chain for TLS.
+    pub tls_cert: String,
+    /// PEM private key for TLS.
+    pub tls_key: String,
+    /// Local address relay sockets bind to.
+    pub relay_ip: String,
+    /// Address advertised as relayed address behind 1:1 NAT ("" = relay_ip).
+    pub public_ip: String,
+    /// Host name or address put in the turn: URLs handed to browsers ("" = public_ip).
+    pub public_host: String,
+    /// Relay port range "LOW-HIGH" ("" = any free port).
+    pub relay_ports: String,
+    /// Validity of minted credentials (seconds).
+    pub credential_ttl_secs: u64,
+    /// Allocations one user may hold.
+    pub max_allocations_per_user: usize,
+    /// Allocations this host holds at most.
+    pub max_allocations: usize,
+    /// Bandwidth per allocation in kbit/s (0 = unlimited).
+    pub max_kbps_per_allocation: u64,
+    /// Bandwidth of the whole relay in kbit/s (0 = unlimited).
+    pub max_kbps: u64,
+    /// Longest allocation lifetime granted (seconds).
+    pub max_lifetime_secs: u64,
+    /// Validity of a nonce (seconds).
+    pub nonce_lifetime_secs: u64,
+    /// Outstanding nonces kept at most.
+    pub max_nonces: usize,
+    /// Peer ranges allowed despite the default deny list (CIDR).
+    #[serde(deserialize_with = "string_or_list")]
+    pub allow_peers: Vec<String>,
+    /// Peer ranges denied in addition (CIDR).
+    #[serde(deserialize_with = "string_or_list")]
+    pub deny_peers: Vec<String>,
+}
+
+impl Default for TurnSection {
+    fn default() -> Self {
+        let t = turn_server::TurnConfig::default();
+        Self {
+            secrets: Vec::new(),
+            realm: t.realm,
+            listen_udp: "127.0.0.1:3478".into(),
+            listen_tcp: String::new(),
+            listen_tls: Vec::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            relay_ip: "127.0.0.1".into(),
+            public_ip: String::new(),
+            public_host: String::new(),
+            relay_ports: String::new(),
+            credential_ttl_secs: 12 * 3600,
+            max_allocations_per_user: t.max_allocations_per_user,
+            max_allocations: t.max_allocations,
+            max_kbps_per_allocation: 0,
+            max_kbps: 0,
+            max_lifetime_secs: t.max_lifetime.as_secs(),
+            nonce_lifetime_secs: t.nonce_lifetime.as_secs(),
+            max_nonces: t.max_nonces,
+            allow_peers: Vec::new(),
+            deny_peers: Vec::new(),
+        }
+    }
+}
+
+/// A list, or (from the environment) one comma-separated string.
+fn string_or_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|x| !x.is_empty())
+            .map(str::to_string)
+            .collect(),
+        OneOrMany::Many(v) => v,
+    })
+}
+
 /// `[log]`
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -92,6 +194,7 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             http: HttpConfig::default(),
             billing: BillingSection::default(),
+            turn: TurnSection::default(),
             log: LogConfig::default(),
         }
     }
@@ -282,7 +385,122 @@ impl Config {
         if b.janitor_interval_secs == 0 {
             return Err(("billing.janitor_interval_secs", "must be at least 1".into()));
         }
+        self.turn_config()?;
         Ok(())
+    }
+
+    /// The TURN relay's settings, `None` when no secret is configured (relay off).
+    pub fn turn_config(
+        &self,
+    ) -> std::result::Result<Option<turn_server::TurnConfig>, (&'static str, String)> {
+        let t = &self.turn;
+        let addr = |key: &'static str,
+                    v: &str|
+         -> std::result::Result<Option<SocketAddr>, (&'static str, String)> {
+            if v.trim().is_empty() {
+                return Ok(None);
+            }
+            v.trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| (key, format!("{v:?} is not an address:port")))
+        };
+        let ip = |key: &'static str,
+                  v: &str|
+         -> std::result::Result<Option<std::net::IpAddr>, (&'static str, String)> {
+            if v.trim().is_empty() {
+                return Ok(None);
+            }
+            v.trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| (key, format!("{v:?} is not an IP address")))
+        };
+        let nets = |key: &'static str,
+                    v: &[String]|
+         -> std::result::Result<Vec<ipnet::IpNet>, (&'static str, String)> {
+            v.iter()
+                .map(|n| {
+                    n.parse::<ipnet::IpNet>()
+                        .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                        .map_err(|_| (key, format!("{n:?} is not a CIDR range or address")))
+                })
+                .collect()
+        };
+        let udp = addr("turn.listen_udp", &t.listen_udp)?;
+        let tcp = addr("turn.listen_tcp", &t.listen_tcp)?;
+        let mut tls = Vec::new();
+        for a in &t.listen_tls {
+            tls.extend(addr("turn.listen_tls", a)?);
+        }
+        let relay_ip = ip("turn.relay_ip", &t.relay_ip)?
+            .ok_or(("turn.relay_ip", "must be set".to_string()))?;
+        let public_ip = ip("turn.public_ip", &t.public_ip)?;
+        let relay_ports = if t.relay_ports.trim().is_empty() {
+            None
+        } else {
+            let parsed = t
+                .relay_ports
+                .split_once('-')
+                .and_then(|(a, b)| {
+                    Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?))
+                })
+                .filter(|(a, b)| *a > 0 && a <= b);
+            Some(parsed.ok_or((
+                "turn.relay_ports",
+                format!("{:?} is not LOW-HIGH, e.g. 49152-65535", t.relay_ports),
+            ))?)
+        };
+        if !tls.is_empty() && (t.tls_cert.is_empty() || t.tls_key.is_empty()) {
+            return Err((
+                "turn.listen_tls",
+                "needs turn.tls_cert and turn.tls_key".into(),
+            ));
+        }
+        if t.secrets.is_empty() {
+            return Ok(None);
+        }
+        if t.secrets.iter().any(|s| s.len() < 16) {
+            return Err((
+                "turn.secrets",
+                "each secret needs at least 16 characters".into(),
+            ));
+        }
+        if udp.is_none() && tcp.is_none() && tls.is_empty() {
+            return Err(("turn.listen_udp", "no TURN listener configured".into()));
+        }
+        Ok(Some(turn_server::TurnConfig {
+            realm: t.realm.clone(),
+            secrets: t.secrets.clone(),
+            udp,
+            tcp,
+            tls,
+            tls_cert: (!t.tls_cert.is_empty()).then(|| PathBuf::from(&t.tls_cert)),
+            tls_key: (!t.tls_key.is_empty()).then(|| PathBuf::from(&t.tls_key)),
+            relay_ip,
+            public_ip,
+            relay_ports,
+            max_allocations_per_user: t.max_allocations_per_user,
+            max_allocations: t.max_allocations,
+            max_bps_per_allocation: t.max_kbps_per_allocation * 1000,
+            max_bps: t.max_kbps * 1000,
+            max_lifetime: std::time::Duration::from_secs(t.max_lifetime_secs.max(60)),
+            nonce_lifetime: std::time::Duration::from_secs(t.nonce_lifetime_secs.max(10)),
+            max_nonces: t.max_nonces.max(100),
+            allow_peers: nets("turn.allow_peers", &t.allow_peers)?,
+            deny_peers: nets("turn.deny_peers", &t.deny_peers)?,
+            own_addresses: Vec::new(),
+        }))
+    }
+
+    /// The host name put in TURN URLs.
+    pub fn turn_public_host(&self) -> String {
+        let t = &self.turn;
+        [&t.public_host, &t.public_ip, &t.relay_ip]
+            .into_iter()
+            .find(|s| !s.is_empty())
+            .cloned()
+            .unwrap_or_else(|| "127.0.0.1".into())
     }
 
     /// The billing engine's settings.

@@ -80,11 +80,15 @@ async fn run(command: Command, loaded: config::Loaded) -> anyhow::Result<()> {
         Command::Config(ConfigCommand::Show) => {
             let mut shown = config.clone();
             shown.database.url = storage::redact_url(&shown.database.url);
+            for s in &mut shown.turn.secrets {
+                *s = "***".into();
+            }
             print!("{}", toml::to_string_pretty(&shown)?);
             Ok(())
         }
         Command::Rates(c) => commands::rates::run(&config, c).await,
         Command::Wallet(c) => commands::wallet::run(&config, c).await,
         Command::Calls(c) => commands::calls::run(&config, c).await,
+        Command::Turn(c) => commands::turn::run(&config, c).await,
     }
 }

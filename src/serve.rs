@@ -112,6 +112,20 @@ pub async fn run(config: Config) -> Result<()> {
         })
     };
 
+    let turn = match config.turn_config() {
+        Ok(Some(tc)) => {
+            let t = turn_server::TurnServer::start(tc)
+                .await
+                .context("starting the TURN relay")?;
+            Some(Arc::new(t))
+        }
+        Ok(None) => {
+            tracing::info!("TURN relay off (turn.secrets is empty)");
+            None
+        }
+        Err((key, msg)) => anyhow::bail!("config key `{key}`: {msg}"),
+    };
+
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("cannot listen on {} (http.listen)", config.http.listen))?;
@@ -125,6 +139,7 @@ pub async fn run(config: Config) -> Result<()> {
     );
     let app = web::router(web::AppState {
         billing: billing.clone(),
+        turn: turn.clone(),
     });
     let mut http_stop = shutdown_rx.clone();
     let http = tokio::spawn(web::serve(listener, app, async move {
@@ -136,6 +151,9 @@ pub async fn run(config: Config) -> Result<()> {
     let _ = shutdown_tx.send(true);
     http.await.context("http task")?.context("http server")?;
     let _ = tokio::join!(janitor, watcher);
+    if let Some(t) = turn.and_then(|t| Arc::try_unwrap(t).ok()) {
+        t.close().await;
+    }
     drop(meter);
     let _ = meter_task.await;
     let _ = hangups.await;

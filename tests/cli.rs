@@ -335,3 +335,147 @@ fn stop(child: &mut std::process::Child) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// `papercup turn credentials` mints coturn-compatible credentials, and `papercup turn
+/// status` lists a live allocation made with them through the running server's relay.
+#[tokio::test]
+async fn turn_credentials_and_status() {
+    let db = storage::testing::sqlite().await;
+    let env = Env {
+        url: db.url.clone(),
+        dir: tempfile::tempdir().expect("tempdir"),
+        _db: db,
+    };
+    let secret = "cli-test-secret-0123456789";
+    let turn_port = free_udp_port();
+    let with_turn = |c: &mut Command| {
+        c.env("PAPERCUP_TURN__SECRETS", secret)
+            .env(
+                "PAPERCUP_TURN__LISTEN_UDP",
+                format!("127.0.0.1:{turn_port}"),
+            )
+            .env("PAPERCUP_TURN__ALLOW_PEERS", "127.0.0.1/32");
+    };
+    let mut cmd = env.cmd(&[
+        "turn",
+        "credentials",
+        "--user",
+        "alice",
+        "--ttl",
+        "600",
+        "--json",
+    ]);
+    with_turn(&mut cmd);
+    let out = cmd.output().expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let c: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let username = c["username"].as_str().expect("username");
+    assert!(username.ends_with(":alice"));
+    assert_eq!(
+        c["credential"],
+        turn_server::credentials::password(secret, username)
+    );
+    assert_eq!(
+        c["urls"][0],
+        format!("turn:127.0.0.1:{turn_port}?transport=udp")
+    );
+    // Without secrets the relay is off, and the command says so.
+    let off = env.run(&["turn", "credentials", "--user", "alice"]);
+    assert_eq!(off.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&off.stderr).contains("turn.secrets"));
+
+    let mut serve = env.cmd(&["serve"]);
+    with_turn(&mut serve);
+    let mut child = serve
+        .env("PAPERCUP_HTTP__LISTEN", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("banner");
+    let http = line
+        .split("http://")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .expect("address")
+        .to_string();
+
+    let peer_port = free_udp_port();
+    let mut peer = Command::new("/usr/bin/turnutils_peer")
+        .args(["-L", "127.0.0.1", "-p", &peer_port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("turnutils_peer (Debian's coturn package)");
+    let mut client = Command::new("/usr/bin/turnutils_uclient")
+        .args([
+            "-W",
+            secret,
+            "-u",
+            "bob",
+            "-e",
+            "127.0.0.1",
+            "-r",
+            &peer_port.to_string(),
+        ])
+        .args([
+            "-n",
+            "250",
+            "-z",
+            "20",
+            "-c",
+            "-p",
+            &turn_port.to_string(),
+            "127.0.0.1",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("turnutils_uclient");
+    let start = Instant::now();
+    let mut seen = false;
+    while start.elapsed() < Duration::from_secs(4) {
+        let mut st = env.cmd(&["turn", "status", "--json"]);
+        st.env("PAPERCUP_HTTP__LISTEN", &http);
+        let out = st.output().expect("status");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(v["enabled"], true);
+        if v["allocations"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|x| x["username"].as_str().is_some_and(|u| u.ends_with(":bob")))
+        }) {
+            seen = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = client.kill();
+    let _ = client.wait();
+    let _ = peer.kill();
+    let _ = peer.wait();
+    assert!(seen, "turn status never listed bob's allocation");
+    let mut st = env.cmd(&["turn", "status"]);
+    st.env("PAPERCUP_HTTP__LISTEN", &http);
+    let text = String::from_utf8(st.output().expect("status").stdout).expect("utf-8");
+    assert!(text.contains("allocations"), "{text}");
+    stop(&mut child);
+}

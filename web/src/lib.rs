@@ -1,6 +1,7 @@
-//! Papercup's HTTP API (axum). Today: health and the price of a destination before a call
-//! (`GET /api/rates?to=…`). The WebSocket signaling, the softphone and the admin UI join
-//! this router later.
+//! Papercup's HTTP API (axum). Today: health, the price of a destination before a call
+//! (`GET /api/rates?to=…`) and, for operators on this host only, the TURN relay's live
+//! allocations (`GET /admin/turn/allocations`, loopback clients only). The WebSocket
+//! signaling, the softphone and the admin UI join this router later.
 //!
 //! Handlers share [`AppState`] via `with_state`; every error is an [`ApiError`] that maps
 //! to a status and a JSON body `{ "error": code, "message": text }` and never leaks
@@ -9,8 +10,11 @@
 #![forbid(unsafe_code)]
 
 use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::connect_info::ConnectInfo;
+use axum::extract::{Query, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -22,6 +26,8 @@ use serde::{Deserialize, Serialize};
 pub struct AppState {
     /// The billing engine (rates, wallets).
     pub billing: billing::Billing,
+    /// The TURN relay of this host, when it runs.
+    pub turn: Option<Arc<turn_server::TurnServer>>,
 }
 
 /// The API router.
@@ -29,6 +35,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health))
         .route("/api/rates", get(rate))
+        .route("/admin/turn/allocations", get(turn_allocations))
         .with_state(state)
 }
 
@@ -39,9 +46,13 @@ pub async fn serve(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    // The peer address is needed by the loopback-only admin routes.
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 /// An API error: a status, a stable code and a message for people.
@@ -108,6 +119,43 @@ async fn health(State(s): State<AppState>) -> Result<Json<Health>, ApiError> {
         node: s.billing.node_id().to_string(),
         database: s.billing.db().backend().name(),
         rates: s.billing.rate_trie().len(),
+    }))
+}
+
+/// Operator routes answer only clients on this host (they show users and addresses).
+fn require_loopback(req: &Request) -> Result<(), ApiError> {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
+        // What tests inject in place of a real connection.
+        .or_else(|| {
+            req.extensions()
+                .get::<axum::extract::connect_info::MockConnectInfo<SocketAddr>>()
+                .map(|c| c.0)
+        });
+    match peer {
+        Some(peer) if peer.ip().is_loopback() => Ok(()),
+        _ => Err(ApiError {
+            status: StatusCode::FORBIDDEN,
+            code: "forbidden",
+            message: "operator routes answer only on the loopback interface".into(),
+        }),
+    }
+}
+
+async fn turn_allocations(
+    State(s): State<AppState>,
+    req: Request,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_loopback(&req)?;
+    Ok(Json(match &s.turn {
+        None => serde_json::json!({ "enabled": false, "allocations": [], "metrics": null }),
+        Some(t) => serde_json::json!({
+            "enabled": true,
+            "allocations": t.allocations().await,
+            "metrics": t.metrics(),
+        }),
     }))
 }
 
@@ -189,7 +237,13 @@ mod tests {
         b.import_rates(&[rate], false, &mut |_, _| {})
             .await
             .expect("rate");
-        (router(AppState { billing: b }), db)
+        (
+            router(AppState {
+                billing: b,
+                turn: None,
+            }),
+            db,
+        )
     }
 
     async fn get(app: &Router, uri: &str) -> (StatusCode, serde_json::Value) {
@@ -220,6 +274,26 @@ mod tests {
         let (status, body) = get(&app, "/api/rates?to=banana").await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_eq!(body["error"], "invalid_number");
+    }
+
+    #[tokio::test]
+    async fn operator_routes_answer_only_loopback_clients() {
+        let (app, _db) = app().await;
+        let (status, _) = get(&app, "/admin/turn/allocations").await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "no peer address: refused");
+        let remote = app
+            .clone()
+            .layer(axum::extract::connect_info::MockConnectInfo(
+                SocketAddr::from(([203, 0, 113, 9], 5555)),
+            ));
+        let (status, _) = get(&remote, "/admin/turn/allocations").await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let local = app.layer(axum::extract::connect_info::MockConnectInfo(
+            SocketAddr::from(([127, 0, 0, 1], 5555)),
+        ));
+        let (status, body) = get(&local, "/admin/turn/allocations").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["enabled"], false);
     }
 
     #[tokio::test]
