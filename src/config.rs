@@ -90,6 +90,8 @@ pub struct TurnSection {
     pub realm: String,
     /// UDP listener ("" for none).
     pub listen_udp: String,
+    /// UDP read loops sharing the port (0 = one per core).
+    pub udp_workers: usize,
     /// TCP listener ("" for none).
     pub listen_tcp: String,
     /// TLS listeners (e.g. 5349 and 443).
@@ -138,6 +140,7 @@ impl Default for TurnSection {
             secrets: Vec::new(),
             realm: t.realm,
             listen_udp: "127.0.0.1:3478".into(),
+            udp_workers: 0,
             listen_tcp: String::new(),
             listen_tls: Vec::new(),
             tls_cert: String::new(),
@@ -473,6 +476,11 @@ impl Config {
             realm: t.realm.clone(),
             secrets: t.secrets.clone(),
             udp,
+            udp_workers: if t.udp_workers == 0 {
+                turn_server::TurnConfig::default().udp_workers
+            } else {
+                t.udp_workers
+            },
             tcp,
             tls,
             tls_cert: (!t.tls_cert.is_empty()).then(|| PathBuf::from(&t.tls_cert)),

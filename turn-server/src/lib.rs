@@ -72,6 +72,9 @@ pub struct TurnConfig {
     pub secrets: Vec<String>,
     /// UDP listener.
     pub udp: Option<SocketAddr>,
+    /// Read loops on the UDP port (SO_REUSEPORT sockets; the kernel spreads clients by
+    /// their address, so each client's allocation stays on one loop). Default: one per core.
+    pub udp_workers: usize,
     /// TCP listener.
     pub tcp: Option<SocketAddr>,
     /// TLS listeners (e.g. 5349 and 443).
@@ -114,6 +117,9 @@ impl Default for TurnConfig {
             realm: "papercup".into(),
             secrets: Vec::new(),
             udp: Some(SocketAddr::from(([127, 0, 0, 1], 3478))),
+            udp_workers: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
             tcp: None,
             tls: Vec::new(),
             tls_cert: None,
@@ -326,15 +332,20 @@ impl TurnServer {
 
         let mut udp_addr = None;
         if let Some(addr) = cfg.udp {
-            let sock = UdpSocket::bind(addr)
-                .await
-                .map_err(|source| TurnError::Bind { addr, source })?;
-            udp_addr = Some(
-                sock.local_addr()
-                    .map_err(|source| TurnError::Bind { addr, source })?,
-            );
-            let inst = shared.instance(Arc::new(sock), "udp").await?;
-            lock(&instances).insert(0, Arc::new(inst));
+            // The TURN read loop handles one datagram at a time: several sockets on the
+            // same port (SO_REUSEPORT) give one loop per core.
+            let mut bind_to = addr;
+            for worker in 0..cfg.udp_workers.max(1) {
+                let sock =
+                    udp_socket(bind_to).map_err(|source| TurnError::Bind { addr, source })?;
+                let local = sock
+                    .local_addr()
+                    .map_err(|source| TurnError::Bind { addr, source })?;
+                bind_to = local; // with port 0 the other workers join the port the first got
+                udp_addr = Some(local);
+                let inst = shared.instance(Arc::new(sock), "udp").await?;
+                lock(&instances).insert(u64::MAX - worker as u64, Arc::new(inst));
+            }
         }
 
         let mut tcp_addr = None;
@@ -449,6 +460,19 @@ impl TurnServer {
             t.abort();
         }
     }
+}
+
+/// A UDP socket with SO_REUSEPORT and large buffers (bursts of media must not overflow
+/// the default 208 KiB while a read loop is busy).
+pub(crate) fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_reuse_port(true)?;
+    let _ = s.set_recv_buffer_size(4 << 20);
+    let _ = s.set_send_buffer_size(4 << 20);
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    UdpSocket::from_std(s.into())
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -84,14 +84,14 @@ impl RelayAddressGenerator for Relays {
             ));
         }
         let socket = match (requested_port, self.ports) {
-            (p, _) if p != 0 => UdpSocket::bind((self.bind_ip, p)).await?,
-            (_, None) => UdpSocket::bind((self.bind_ip, 0)).await?,
+            (p, _) if p != 0 => relay_socket(SocketAddr::new(self.bind_ip, p))?,
+            (_, None) => relay_socket(SocketAddr::new(self.bind_ip, 0))?,
             (_, Some((lo, hi))) => {
                 // Random ports in the range, a bounded number of tries.
                 let mut bound = None;
                 for _ in 0..64 {
                     let p = lo + (rand_u16() % (hi - lo + 1));
-                    if let Ok(s) = UdpSocket::bind((self.bind_ip, p)).await {
+                    if let Ok(s) = relay_socket(SocketAddr::new(self.bind_ip, p)) {
                         bound = Some(s);
                         break;
                     }
@@ -111,6 +111,17 @@ impl RelayAddressGenerator for Relays {
         };
         Ok((Arc::new(conn), relay_addr))
     }
+}
+
+/// A relay socket with a larger receive buffer than the default (no SO_REUSEPORT: a relay
+/// port belongs to one allocation).
+fn relay_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    let _ = s.set_recv_buffer_size(1 << 20);
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    UdpSocket::from_std(s.into())
 }
 
 fn rand_u16() -> u16 {
