@@ -273,24 +273,9 @@ fn http_get(addr: &str, path: &str) -> (u16, String) {
 #[tokio::test]
 async fn a_running_server_notices_cli_changes() {
     for env in envs().await {
-        let mut child = env
-            .cmd(&["serve"])
-            .env("PAPERCUP_HTTP__LISTEN", "127.0.0.1:0")
-            .env("PAPERCUP_DATABASE__CHANGE_POLL_MS", "100")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("banner");
-        let addr = line
-            .split("http://")
-            .nth(1)
-            .and_then(|s| s.split_whitespace().next())
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .to_string();
+        let mut serve = env.cmd(&["serve"]);
+        serve.env("PAPERCUP_DATABASE__CHANGE_POLL_MS", "100");
+        let (mut child, addr) = start_serve(serve);
         let (status, body) = http_get(&addr, "/healthz");
         assert_eq!(status, 200, "{body}");
         let (status, _) = http_get(&addr, "/api/rates?to=%2B442071234567");
@@ -314,6 +299,28 @@ async fn a_running_server_notices_cli_changes() {
 
         stop(&mut child);
     }
+}
+
+/// Starts `papercup serve` on a free port; returns the process and its HTTP address
+/// (read from the banner it prints on stdout).
+fn start_serve(mut serve: Command) -> (std::process::Child, String) {
+    let mut child = serve
+        .env("PAPERCUP_HTTP__LISTEN", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start serve");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("banner");
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    (child, addr)
 }
 
 fn stop(child: &mut std::process::Child) {
@@ -397,22 +404,7 @@ async fn turn_credentials_and_status() {
 
     let mut serve = env.cmd(&["serve"]);
     with_turn(&mut serve);
-    let mut child = serve
-        .env("PAPERCUP_HTTP__LISTEN", "127.0.0.1:0")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("serve");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("banner");
-    let http = line
-        .split("http://")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .expect("address")
-        .to_string();
+    let (mut child, http) = start_serve(serve);
 
     let peer_port = free_udp_port();
     let mut peer = Command::new("/usr/bin/turnutils_peer")

@@ -58,12 +58,7 @@ fn rate_from_row(row: &AnyRow) -> Result<Rate, sqlx::Error> {
         origin_prefix: row.try_get("origin_prefix")?,
         country: row.try_get("country")?,
         description: row.try_get("description")?,
-        tariff: Tariff {
-            rate_per_min: row.try_get("rate_per_min")?,
-            connect_fee: row.try_get("connect_fee")?,
-            increment_first: row.try_get("increment_first")?,
-            increment_next: row.try_get("increment_next")?,
-        },
+        tariff: Tariff::from_row(row)?,
         effective_from: row.try_get("effective_from")?,
     })
 }

@@ -5,6 +5,8 @@
 //! `cost = connect_fee + ceil(billed * rate_per_min / 60)` in micro-units. All integer.
 
 use serde::Serialize;
+use sqlx::any::AnyRow;
+use sqlx::Row;
 
 use crate::money::Micros;
 
@@ -22,6 +24,17 @@ pub struct Tariff {
 }
 
 impl Tariff {
+    /// Reads the four tariff columns (`rate_per_min`, `connect_fee`, `increment_first`,
+    /// `increment_next`) that the rates, reservations and calls tables share.
+    pub(crate) fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            rate_per_min: row.try_get("rate_per_min")?,
+            connect_fee: row.try_get("connect_fee")?,
+            increment_first: row.try_get("increment_first")?,
+            increment_next: row.try_get("increment_next")?,
+        })
+    }
+
     /// Billable seconds for a talk time of `duration_ms`.
     pub fn billed_secs(&self, duration_ms: i64) -> i64 {
         if duration_ms <= 0 {
