@@ -332,3 +332,40 @@ async fn an_explicitly_allowed_peer_is_relayed_to() {
     assert_eq!(turn.metrics().packets_to_peers, 1);
     turn.close().await;
 }
+
+#[tokio::test]
+async fn the_per_allocation_bandwidth_limit_drops_the_excess() {
+    let peer_sock = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let peer = peer_sock.local_addr().expect("addr");
+    let turn = server(TurnConfig {
+        allow_peers: vec!["127.0.0.1/32".parse().expect("net")],
+        max_bps_per_allocation: 80_000, // 10 000 bytes per second
+        ..TurnConfig::default()
+    })
+    .await;
+    let mut c = Client::new(turn.udp_addr().expect("udp"), "greedy").await;
+    assert_eq!(c.allocate().await.typ.class, CLASS_SUCCESS_RESPONSE);
+    assert_eq!(
+        c.create_permission(peer).await.typ.class,
+        CLASS_SUCCESS_RESPONSE
+    );
+    // 50 000 bytes at once: one second of budget (10 000 bytes) gets through.
+    for _ in 0..50 {
+        c.send_indication(peer, &[0u8; 1000]).await;
+    }
+    let mut received = 0;
+    let mut buf = [0u8; 2000];
+    while let Ok(Ok((n, _))) =
+        tokio::time::timeout(Duration::from_millis(300), peer_sock.recv_from(&mut buf)).await
+    {
+        received += n;
+    }
+    let m = turn.metrics();
+    // About one second of budget; generous upper bound for a slow, loaded machine.
+    assert!(
+        (9_000..=30_000).contains(&received),
+        "{received} bytes got through"
+    );
+    assert!(m.dropped_over_bandwidth >= 20, "{m:?}");
+    turn.close().await;
+}
