@@ -334,6 +334,12 @@ impl TurnServer {
         if let Some(addr) = cfg.udp {
             // The TURN read loop handles one datagram at a time: several sockets on the
             // same port (SO_REUSEPORT) give one loop per core.
+            if addr.port() != 0 {
+                // SO_REUSEPORT would let a second relay silently share a port in use (and
+                // split its clients): make sure nobody holds it first.
+                std::net::UdpSocket::bind(addr)
+                    .map_err(|source| TurnError::Bind { addr, source })?;
+            }
             let mut bind_to = addr;
             for worker in 0..cfg.udp_workers.max(1) {
                 let sock =

@@ -369,3 +369,20 @@ async fn the_per_allocation_bandwidth_limit_drops_the_excess() {
     assert!(m.dropped_over_bandwidth >= 20, "{m:?}");
     turn.close().await;
 }
+
+#[tokio::test]
+async fn a_port_in_use_is_an_error_not_a_shared_port() {
+    let first = server(TurnConfig::default()).await;
+    let addr = first.udp_addr().expect("udp");
+    let second = TurnServer::start(TurnConfig {
+        secrets: vec![SECRET.into()],
+        udp: Some(addr),
+        ..TurnConfig::default()
+    })
+    .await;
+    assert!(
+        matches!(second, Err(turn_server::TurnError::Bind { .. })),
+        "{second:?}"
+    );
+    first.close().await;
+}
