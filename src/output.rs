@@ -39,6 +39,27 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// Prints `items` as JSON, or as a table with one row per item (or `empty` when there
+/// are none): the shape of every list command.
+pub fn list<T: Serialize>(
+    items: &[T],
+    as_json: bool,
+    empty: &str,
+    headers: &[&str],
+    row: impl Fn(&T) -> Vec<String>,
+) -> Result<()> {
+    if as_json {
+        return json(items);
+    }
+    if items.is_empty() {
+        println!("{empty}");
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = items.iter().map(row).collect();
+    print!("{}", table(headers, &rows));
+    Ok(())
+}
+
 /// Formats Unix milliseconds as UTC: `2026-11-21 12:00:00.000Z`.
 pub fn ts(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)

@@ -157,7 +157,8 @@ async fn wallet_movements_from_the_cli_are_idempotent() {
             "--json",
         ]);
         let id = w["id"].as_i64().expect("id").to_string();
-        let first = env.json(&[
+        // The same command twice: the second changes nothing.
+        let credit = [
             "wallet",
             "credit",
             &id,
@@ -169,21 +170,10 @@ async fn wallet_movements_from_the_cli_are_idempotent() {
             "--idempotency-key",
             "pay_1",
             "--json",
-        ]);
+        ];
+        let first = env.json(&credit);
         assert_eq!(first["applied"], true);
-        let again = env.json(&[
-            "wallet",
-            "credit",
-            &id,
-            "25.50",
-            "--kind",
-            "purchase",
-            "--reason",
-            "pay",
-            "--idempotency-key",
-            "pay_1",
-            "--json",
-        ]);
+        let again = env.json(&credit);
         assert_eq!(again["applied"], false);
         env.ok(&["wallet", "debit", &id, "0.50", "--reason", "correction"]);
         let shown = env.json(&["wallet", "show", &id, "--json"]);

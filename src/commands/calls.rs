@@ -5,7 +5,7 @@ use billing::money::format_amount;
 
 use crate::cli::CallsCommand;
 use crate::config::Config;
-use crate::output::{json, table, ts, ts_opt};
+use crate::output::{json, list, ts, ts_opt};
 
 pub async fn run(config: &Config, cmd: CallsCommand) -> Result<()> {
     let b = super::open_billing(config).await?;
@@ -16,16 +16,14 @@ pub async fn run(config: &Config, cmd: CallsCommand) -> Result<()> {
             json: j,
         } => {
             let cdrs = b.cdrs(wallet, limit).await?;
-            if j.json {
-                return json(&cdrs);
-            }
-            if cdrs.is_empty() {
-                println!("no calls");
-                return Ok(());
-            }
-            let rows: Vec<Vec<String>> = cdrs
-                .iter()
-                .map(|c| {
+            list(
+                &cdrs,
+                j.json,
+                "no calls",
+                &[
+                    "call", "wallet", "to", "answered", "ended", "billed s", "cost", "cause",
+                ],
+                |c| {
                     vec![
                         c.call_id.clone(),
                         c.wallet_id.to_string(),
@@ -36,15 +34,8 @@ pub async fn run(config: &Config, cmd: CallsCommand) -> Result<()> {
                         format_amount(c.cost),
                         c.hangup_cause.clone(),
                     ]
-                })
-                .collect();
-            print!(
-                "{}",
-                table(
-                    &["call", "wallet", "to", "answered", "ended", "billed s", "cost", "cause"],
-                    &rows
-                )
-            );
+                },
+            )?;
         }
         CallsCommand::Show { call_id, json: j } => {
             let Some(c) = b.cdr(&call_id).await? else {
@@ -85,16 +76,20 @@ pub async fn run(config: &Config, cmd: CallsCommand) -> Result<()> {
         }
         CallsCommand::Live(j) => {
             let live = b.live_grants().await?;
-            if j.json {
-                return json(&live);
-            }
-            if live.is_empty() {
-                println!("no live calls");
-                return Ok(());
-            }
-            let rows: Vec<Vec<String>> = live
-                .iter()
-                .map(|g| {
+            list(
+                &live,
+                j.json,
+                "no live calls",
+                &[
+                    "call",
+                    "node",
+                    "wallet",
+                    "to",
+                    "answered",
+                    "granted s",
+                    "reserved",
+                ],
+                |g| {
                     vec![
                         g.call_id.clone(),
                         g.node_id.clone(),
@@ -108,23 +103,8 @@ pub async fn run(config: &Config, cmd: CallsCommand) -> Result<()> {
                         ),
                         format_amount(g.reserved),
                     ]
-                })
-                .collect();
-            print!(
-                "{}",
-                table(
-                    &[
-                        "call",
-                        "node",
-                        "wallet",
-                        "to",
-                        "answered",
-                        "granted s",
-                        "reserved"
-                    ],
-                    &rows
-                )
-            );
+                },
+            )?;
         }
     }
     Ok(())

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::cli::{FormatArg, RatesCommand};
 use crate::config::Config;
-use crate::output::{json, table, ts};
+use crate::output::{json, list, ts};
 
 pub async fn run(config: &Config, cmd: RatesCommand) -> Result<()> {
     match cmd {
@@ -166,16 +166,21 @@ pub async fn run(config: &Config, cmd: RatesCommand) -> Result<()> {
         } => {
             let b = super::open_billing(config).await?;
             let rates = b.list_rates(prefix.as_deref(), limit).await?;
-            if j.json {
-                return json(&rates);
-            }
-            if rates.is_empty() {
-                println!("no rates");
-                return Ok(());
-            }
-            let rows: Vec<Vec<String>> = rates
-                .iter()
-                .map(|r| {
+            list(
+                &rates,
+                j.json,
+                "no rates",
+                &[
+                    "prefix",
+                    "from",
+                    "country",
+                    "per min",
+                    "connect",
+                    "incr",
+                    "effective",
+                    "description",
+                ],
+                |r| {
                     vec![
                         r.prefix.clone(),
                         r.origin_prefix.clone(),
@@ -190,24 +195,8 @@ pub async fn run(config: &Config, cmd: RatesCommand) -> Result<()> {
                         },
                         r.description.clone(),
                     ]
-                })
-                .collect();
-            print!(
-                "{}",
-                table(
-                    &[
-                        "prefix",
-                        "from",
-                        "country",
-                        "per min",
-                        "connect",
-                        "incr",
-                        "effective",
-                        "description"
-                    ],
-                    &rows
-                )
-            );
+                },
+            )?;
         }
         RatesCommand::Block { prefix, reason } => {
             let b = super::open_billing(config).await?;
@@ -223,19 +212,14 @@ pub async fn run(config: &Config, cmd: RatesCommand) -> Result<()> {
         }
         RatesCommand::Blocked(j) => {
             let b = super::open_billing(config).await?;
-            let list = b.blocked_prefixes().await?;
-            if j.json {
-                return json(&list);
-            }
-            if list.is_empty() {
-                println!("no blocked prefixes");
-                return Ok(());
-            }
-            let rows: Vec<Vec<String>> = list
-                .iter()
-                .map(|p| vec![p.prefix.clone(), ts(p.created_at), p.reason.clone()])
-                .collect();
-            print!("{}", table(&["prefix", "since", "reason"], &rows));
+            let blocked = b.blocked_prefixes().await?;
+            list(
+                &blocked,
+                j.json,
+                "no blocked prefixes",
+                &["prefix", "since", "reason"],
+                |p| vec![p.prefix.clone(), ts(p.created_at), p.reason.clone()],
+            )?;
         }
     }
     Ok(())

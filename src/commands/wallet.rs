@@ -6,7 +6,7 @@ use billing::{LedgerKind, Movement, NewWallet, OwnerKind, Wallet};
 
 use crate::cli::{CreditKindArg, MovementArgs, OwnerKindArg, WalletCommand};
 use crate::config::Config;
-use crate::output::{json, table, ts};
+use crate::output::{json, list, table, ts};
 
 fn print_wallet(w: &Wallet) {
     let money = |micros| Money {
@@ -47,8 +47,7 @@ fn parse_positive(amount: &str) -> Result<i64> {
 async fn movement(config: &Config, args: MovementArgs, debit: bool) -> Result<()> {
     let amount = parse_positive(&args.amount)?;
     let kind = match (args.kind, debit) {
-        (None, false) => LedgerKind::Adjustment,
-        (None, true) => LedgerKind::Adjustment,
+        (None, _) => LedgerKind::Adjustment,
         (Some(CreditKindArg::Purchase), false) => LedgerKind::Purchase,
         (Some(CreditKindArg::Bonus), false) => LedgerKind::Bonus,
         (Some(CreditKindArg::Refund), _) => LedgerKind::Refund,
@@ -174,16 +173,12 @@ pub async fn run(config: &Config, cmd: WalletCommand) -> Result<()> {
         WalletCommand::List(j) => {
             let b = super::open_billing(config).await?;
             let wallets = b.wallets().await?;
-            if j.json {
-                return json(&wallets);
-            }
-            if wallets.is_empty() {
-                println!("no wallets");
-                return Ok(());
-            }
-            let rows: Vec<Vec<String>> = wallets
-                .iter()
-                .map(|w| {
+            list(
+                &wallets,
+                j.json,
+                "no wallets",
+                &["id", "kind", "owner", "name", "balance", "reserved"],
+                |w| {
                     vec![
                         w.id.to_string(),
                         w.owner_kind.as_str().into(),
@@ -192,15 +187,8 @@ pub async fn run(config: &Config, cmd: WalletCommand) -> Result<()> {
                         format!("{} {}", w.currency, format_amount(w.balance)),
                         format_amount(w.reserved),
                     ]
-                })
-                .collect();
-            print!(
-                "{}",
-                table(
-                    &["id", "kind", "owner", "name", "balance", "reserved"],
-                    &rows
-                )
-            );
+                },
+            )?;
         }
         WalletCommand::Credit(args) => movement(config, args, false).await?,
         WalletCommand::Debit(args) => movement(config, args, true).await?,

@@ -277,7 +277,7 @@ impl TurnServer {
             &cfg.own_addresses,
         ));
         let policy = Arc::new(policy::Policy {
-            filter: (*filter).clone(),
+            filter: filter.clone(),
             per_user: cfg.max_allocations_per_user,
             total: cfg.max_allocations,
             max_lifetime: cfg.max_lifetime,

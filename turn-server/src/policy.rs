@@ -20,7 +20,7 @@ pub(crate) fn user_of(username: &str) -> &str {
 
 #[derive(Debug)]
 pub(crate) struct Policy {
-    pub filter: PeerFilter,
+    pub filter: Arc<PeerFilter>,
     pub per_user: usize,
     pub total: usize,
     pub max_lifetime: Duration,
@@ -126,7 +126,7 @@ mod tests {
 
     fn policy(per_user: usize, total: usize) -> Policy {
         Policy {
-            filter: PeerFilter::new(&[], &[], &[]),
+            filter: Arc::new(PeerFilter::new(&[], &[], &[])),
             per_user,
             total,
             max_lifetime: Duration::from_secs(3600),
