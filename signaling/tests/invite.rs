@@ -1,0 +1,165 @@
+//! Papercup as the caller, with sipp playing the far end of the INVITE (a trunk or a
+//! phone). Each sipp scenario asserts the exact messages Papercup sends (request lines,
+//! Route sets, SDP directions, session-timer headers) and fails on anything unexpected;
+//! here we assert what the application sees.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{assert_passed, free_port, server, sipp, SippRun};
+use signaling::call::{EndReason, Update};
+use signaling::outbound::{CallHandle, OutboundCall};
+use signaling::sdp::Direction;
+
+const OFFER: &str = "v=0\r\no=papercup 1 1 IN IP4 127.0.0.1\r\ns=papercup\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na=sendrecv\r\n";
+
+struct Far {
+    addr: SocketAddr,
+    run: tokio::task::JoinHandle<SippRun>,
+}
+
+/// Starts sipp as the far end with `scenario` and waits until it listens.
+async fn far_end(scenario: &'static str) -> Far {
+    far_end_with(scenario, &[]).await
+}
+
+async fn far_end_with(scenario: &'static str, extra: &'static [&'static str]) -> Far {
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let run = tokio::spawn(async move {
+        let p = port.to_string();
+        let mp = (port + 2).to_string();
+        let mut args = vec!["-i", "127.0.0.1", "-p", &p, "-m", "1", "-mp", &mp];
+        args.extend_from_slice(extra);
+        sipp(None, scenario, &args, Duration::from_secs(30)).await
+    });
+    // sipp binds within milliseconds; a UDP bind on its port failing means it is up.
+    for _ in 0..100 {
+        if std::net::UdpSocket::bind(addr).is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Far { addr, run }
+}
+
+fn call_to(far: SocketAddr) -> OutboundCall {
+    OutboundCall {
+        target: format!("sip:+15551234567@{far}"),
+        destination: Some(far),
+        from: "sip:alice@papercup.invalid".into(),
+        offer: OFFER.as_bytes().to_vec(),
+        credential: None,
+        headers: Vec::new(),
+    }
+}
+
+/// The call's next update; on a timeout, fails with what sipp saw.
+async fn next(call: &mut CallHandle, far: &mut Far) -> Update {
+    match tokio::time::timeout(Duration::from_secs(15), call.next()).await {
+        Ok(Some(u)) => u,
+        Ok(None) => panic!("the call ended without saying why"),
+        Err(_) => {
+            let run = (&mut far.run).await.expect("join");
+            panic!(
+                "no update in time; sipp errors:\n{}\nmessages:\n{}",
+                run.errors, run.messages
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn early_media_then_answer_ack_through_route_set_and_our_bye() {
+    let (server, _db) = server(|_| {}).await;
+    let mut far = far_end("uas_early_media.xml").await;
+    let mut call = server.place_call(call_to(far.addr)).expect("call");
+    assert_eq!(next(&mut call, &mut far).await, Update::EarlyMedia);
+    assert_eq!(next(&mut call, &mut far).await, Update::Answered);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    call.hangup();
+    assert_eq!(
+        next(&mut call, &mut far).await,
+        Update::Ended(EndReason::LocalHangup)
+    );
+    assert_passed(&far.run.await.expect("join"), "early media");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(server.metrics().snapshot().active_dialogs, 0);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn sendonly_hold_is_answered_recvonly_then_resume_then_remote_bye() {
+    let (server, _db) = server(|_| {}).await;
+    let mut far = far_end("uas_hold.xml").await;
+    let mut call = server.place_call(call_to(far.addr)).expect("call");
+    assert_eq!(next(&mut call, &mut far).await, Update::Answered);
+    assert_eq!(
+        next(&mut call, &mut far).await,
+        Update::RemoteHold(Direction::SendOnly)
+    );
+    assert_eq!(next(&mut call, &mut far).await, Update::RemoteResume);
+    assert_eq!(
+        next(&mut call, &mut far).await,
+        Update::Ended(EndReason::RemoteHangup)
+    );
+    assert_passed(&far.run.await.expect("join"), "hold");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn update_and_reinvite_session_refreshes_and_422_below_min_se() {
+    let (server, _db) = server(|_| {}).await;
+    let mut far = far_end("uas_session_refresh.xml").await;
+    let mut call = server.place_call(call_to(far.addr)).expect("call");
+    assert_eq!(next(&mut call, &mut far).await, Update::Answered);
+    assert_eq!(next(&mut call, &mut far).await, Update::Refreshed);
+    assert_eq!(next(&mut call, &mut far).await, Update::Refreshed);
+    assert_eq!(
+        next(&mut call, &mut far).await,
+        Update::Ended(EndReason::RemoteHangup)
+    );
+    assert_passed(&far.run.await.expect("join"), "session refresh");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_retransmitted_200_is_acked_again() {
+    let (server, _db) = server(|_| {}).await;
+    let mut far = far_end_with("uas_retransmitted_200.xml", &["-nr"]).await;
+    let mut call = server.place_call(call_to(far.addr)).expect("call");
+    assert_eq!(next(&mut call, &mut far).await, Update::Answered);
+    assert_eq!(
+        next(&mut call, &mut far).await,
+        Update::Ended(EndReason::RemoteHangup)
+    );
+    let run = far.run.await.expect("join");
+    assert_passed(&run, "retransmitted 200");
+    let acks = run.messages.matches("\nACK sip:far-end-contact@").count();
+    assert_eq!(acks, 2, "one ACK per copy of the 200 OK:\n{}", run.messages);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn cancel_crossing_200_sends_ack_then_bye() {
+    let (server, _db) = server(|_| {}).await;
+    let mut far = far_end("uas_cancel_race.xml").await;
+    let mut call = server.place_call(call_to(far.addr)).expect("call");
+    assert_eq!(next(&mut call, &mut far).await, Update::Ringing);
+    call.hangup();
+    assert_eq!(
+        next(&mut call, &mut far).await,
+        Update::Ended(EndReason::Cancelled)
+    );
+    assert_passed(&far.run.await.expect("join"), "CANCEL crossing 200");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(server.metrics().snapshot().active_dialogs, 0);
+    assert!(
+        server.dialogs().is_empty(),
+        "dialogs left: {:?}",
+        server.dialogs().all_dialog_ids()
+    );
+    server.shutdown().await;
+}
