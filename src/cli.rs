@@ -45,6 +45,59 @@ pub enum Command {
     /// The built-in TURN relay: credentials and live allocations.
     #[command(subcommand)]
     Turn(TurnCommand),
+    /// Seats: the SIP accounts desk phones register with, each paying from a wallet.
+    #[command(subcommand)]
+    Seat(SeatCommand),
+    /// Registrar bindings: which phones are registered, from where, on which host.
+    #[command(subcommand)]
+    Registrations(RegistrationsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SeatCommand {
+    /// Create a seat. Its password is read from standard input with --password-stdin, or
+    /// generated and printed once. Only digest hashes (HA1) are stored.
+    Create {
+        /// The SIP user name (letters, digits, '.', '_', '-').
+        username: String,
+        /// The wallet its calls are charged to.
+        #[arg(long)]
+        wallet: i64,
+        /// Name shown to callees.
+        #[arg(long, default_value = "")]
+        display_name: String,
+        /// Read the password (first line) from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Set a new password (standard input with --password-stdin, or generated and printed).
+    Passwd {
+        username: String,
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Refuse the seat's registrations and calls (and drop its bindings).
+    Disable { username: String },
+    /// Allow a disabled seat again.
+    Enable { username: String },
+    /// List seats.
+    List(JsonFlag),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RegistrationsCommand {
+    /// List live bindings (expired ones are not shown).
+    List {
+        /// Only this seat's.
+        #[arg(long)]
+        seat: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -33,6 +33,8 @@ pub struct Config {
     pub billing: BillingSection,
     /// The built-in TURN relay.
     pub turn: TurnSection,
+    /// SIP: listeners, registrar, abuse guard, session timers.
+    pub sip: SipSection,
     /// Logging.
     pub log: LogConfig,
 }
@@ -163,6 +165,82 @@ impl Default for TurnSection {
     }
 }
 
+/// `[sip]`
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipSection {
+    /// UDP listeners (port 0: any free port).
+    #[serde(deserialize_with = "string_or_list")]
+    pub listen_udp: Vec<String>,
+    /// TCP listeners.
+    #[serde(deserialize_with = "string_or_list")]
+    pub listen_tcp: Vec<String>,
+    /// TLS listeners (e.g. 5061).
+    #[serde(deserialize_with = "string_or_list")]
+    pub listen_tls: Vec<String>,
+    /// PEM certificate chain for TLS.
+    pub tls_cert: String,
+    /// PEM private key for TLS.
+    pub tls_key: String,
+    /// Address advertised in Via/Contact/SDP behind 1:1 NAT ("" = the bound address).
+    pub public_ip: String,
+    /// Digest realm of seat credentials.
+    pub realm: String,
+    /// Digest algorithms challenged, in order of preference ("SHA-256", "MD5").
+    #[serde(deserialize_with = "string_or_list")]
+    pub digest_algorithms: Vec<String>,
+    /// Registration lifetimes (seconds): shortest accepted, longest granted, default.
+    pub min_expires: u32,
+    pub max_expires: u32,
+    pub default_expires: u32,
+    /// Validity of a digest nonce (seconds).
+    pub nonce_lifetime_secs: u64,
+    /// Failed authentications from one source within the window that block it.
+    pub auth_fail_limit: u32,
+    pub auth_fail_window_secs: u64,
+    /// How long a blocked source stays blocked (seconds).
+    pub block_secs: u64,
+    /// Sustained SIP messages per second from one source (0 = unlimited), and burst.
+    pub rate_limit_per_sec: u32,
+    pub rate_limit_burst: u32,
+    /// Sources never rate-limited nor blocked (CIDR): trunks, monitoring.
+    #[serde(deserialize_with = "string_or_list")]
+    pub trusted: Vec<String>,
+    /// Session timer asked for (RFC 4028), and the smallest accepted (Min-SE), seconds.
+    pub session_expires_secs: u32,
+    pub min_se_secs: u32,
+}
+
+impl Default for SipSection {
+    fn default() -> Self {
+        let r = signaling::registrar::RegistrarConfig::default();
+        let a = signaling::abuse::AbuseConfig::default();
+        let s = signaling::SipConfig::default();
+        Self {
+            listen_udp: vec!["0.0.0.0:5060".into()],
+            listen_tcp: vec!["0.0.0.0:5060".into()],
+            listen_tls: Vec::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            public_ip: String::new(),
+            realm: r.realm,
+            digest_algorithms: r.algorithms.iter().map(|a| a.token().to_string()).collect(),
+            min_expires: r.min_expires,
+            max_expires: r.max_expires,
+            default_expires: r.default_expires,
+            nonce_lifetime_secs: r.nonce_lifetime.as_secs(),
+            auth_fail_limit: a.auth_fail_limit,
+            auth_fail_window_secs: a.auth_fail_window.as_secs(),
+            block_secs: a.block_for.as_secs(),
+            rate_limit_per_sec: a.rate_per_sec,
+            rate_limit_burst: a.burst,
+            trusted: Vec::new(),
+            session_expires_secs: s.session_expires,
+            min_se_secs: s.min_se,
+        }
+    }
+}
+
 /// A list, or (from the environment) one comma-separated string.
 fn string_or_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
@@ -198,6 +276,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             billing: BillingSection::default(),
             turn: TurnSection::default(),
+            sip: SipSection::default(),
             log: LogConfig::default(),
         }
     }
@@ -389,7 +468,147 @@ impl Config {
             return Err(("billing.janitor_interval_secs", "must be at least 1".into()));
         }
         self.turn_config()?;
+        self.sip_config()?;
         Ok(())
+    }
+
+    /// The SIP core's settings.
+    pub fn sip_config(&self) -> std::result::Result<signaling::SipConfig, (&'static str, String)> {
+        use std::time::Duration;
+        let s = &self.sip;
+        let addrs = |key: &'static str,
+                     v: &[String]|
+         -> std::result::Result<Vec<SocketAddr>, (&'static str, String)> {
+            v.iter()
+                .map(|a| {
+                    a.trim()
+                        .parse()
+                        .map_err(|_| (key, format!("{a:?} is not an address:port")))
+                })
+                .collect()
+        };
+        let udp = addrs("sip.listen_udp", &s.listen_udp)?;
+        let tcp = addrs("sip.listen_tcp", &s.listen_tcp)?;
+        let tls = addrs("sip.listen_tls", &s.listen_tls)?;
+        if let Some(a) = tcp.iter().find(|a| a.port() == 0) {
+            return Err((
+                "sip.listen_tcp",
+                format!("{a}: give a port (0 is not supported)"),
+            ));
+        }
+        if let Some(a) = tls.iter().find(|a| a.port() == 0) {
+            return Err((
+                "sip.listen_tls",
+                format!("{a}: give a port (0 is not supported)"),
+            ));
+        }
+        if !tls.is_empty() && (s.tls_cert.is_empty() || s.tls_key.is_empty()) {
+            return Err((
+                "sip.listen_tls",
+                "needs sip.tls_cert and sip.tls_key".into(),
+            ));
+        }
+        let public_ip = if s.public_ip.trim().is_empty() {
+            None
+        } else {
+            Some(s.public_ip.trim().parse().map_err(|_| {
+                (
+                    "sip.public_ip",
+                    format!("{:?} is not an IP address", s.public_ip),
+                )
+            })?)
+        };
+        if s.realm.trim().is_empty() || s.realm.contains('"') {
+            return Err((
+                "sip.realm",
+                "must be a non-empty word without quotes".into(),
+            ));
+        }
+        if s.min_expires == 0 || s.min_expires > s.max_expires {
+            return Err((
+                "sip.min_expires",
+                "must be at least 1 and at most sip.max_expires".into(),
+            ));
+        }
+        if s.default_expires < s.min_expires || s.default_expires > s.max_expires {
+            return Err((
+                "sip.default_expires",
+                "must lie between sip.min_expires and sip.max_expires".into(),
+            ));
+        }
+        if s.nonce_lifetime_secs < 10 {
+            return Err(("sip.nonce_lifetime_secs", "must be at least 10".into()));
+        }
+        if s.min_se_secs < 90 {
+            return Err(("sip.min_se_secs", "must be at least 90 (RFC 4028)".into()));
+        }
+        if s.session_expires_secs < s.min_se_secs {
+            return Err((
+                "sip.session_expires_secs",
+                "must be at least sip.min_se_secs".into(),
+            ));
+        }
+        let mut algorithms = Vec::new();
+        for a in &s.digest_algorithms {
+            match signaling::digest::Algorithm::parse(Some(a.trim())) {
+                Some(alg) if !algorithms.contains(&alg) => algorithms.push(alg),
+                Some(_) => {}
+                None => {
+                    return Err((
+                        "sip.digest_algorithms",
+                        format!("{a:?} is not one of \"SHA-256\", \"MD5\""),
+                    ))
+                }
+            }
+        }
+        if algorithms.is_empty() {
+            return Err((
+                "sip.digest_algorithms",
+                "name at least one algorithm".into(),
+            ));
+        }
+        let trusted = s
+            .trusted
+            .iter()
+            .map(|n| {
+                n.parse::<ipnet::IpNet>()
+                    .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        (
+                            "sip.trusted",
+                            format!("{n:?} is not a CIDR range or address"),
+                        )
+                    })
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(signaling::SipConfig {
+            udp,
+            tcp,
+            tls,
+            tls_cert: (!s.tls_cert.is_empty()).then(|| PathBuf::from(&s.tls_cert)),
+            tls_key: (!s.tls_key.is_empty()).then(|| PathBuf::from(&s.tls_key)),
+            public_ip,
+            registrar: signaling::registrar::RegistrarConfig {
+                realm: s.realm.clone(),
+                min_expires: s.min_expires,
+                max_expires: s.max_expires,
+                default_expires: s.default_expires,
+                nonce_lifetime: Duration::from_secs(s.nonce_lifetime_secs),
+                node_id: self.node_id.clone(),
+                algorithms,
+            },
+            abuse: signaling::abuse::AbuseConfig {
+                auth_fail_limit: s.auth_fail_limit,
+                auth_fail_window: Duration::from_secs(s.auth_fail_window_secs),
+                block_for: Duration::from_secs(s.block_secs),
+                rate_per_sec: s.rate_limit_per_sec,
+                burst: s.rate_limit_burst,
+                exempt: trusted,
+            },
+            session_expires: s.session_expires_secs,
+            min_se: s.min_se_secs,
+            ..signaling::SipConfig::default()
+        })
     }
 
     /// The TURN relay's settings, `None` when no secret is configured (relay off).

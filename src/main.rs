@@ -32,9 +32,14 @@ fn main() -> ExitCode {
     // One TLS crypto provider for the whole process (sqlx's PostgreSQL TLS, later SIP-TLS,
     // TURN-TLS and DTLS): ring. Without a default, rustls panics when a config is built.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let filter = EnvFilter::try_from_env("PAPERCUP_LOG")
-        .or_else(|_| EnvFilter::try_new(&loaded.config.log.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let spec = std::env::var("PAPERCUP_LOG").unwrap_or_else(|_| loaded.config.log.level.clone());
+    let mut filter = EnvFilter::try_new(&spec).unwrap_or_else(|_| EnvFilter::new("info"));
+    // rsipstack logs every message it receives at info: only on request.
+    if !spec.contains("rsipstack") {
+        if let Ok(d) = "rsipstack=warn".parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -90,5 +95,7 @@ async fn run(command: Command, loaded: config::Loaded) -> anyhow::Result<()> {
         Command::Wallet(c) => commands::wallet::run(&config, c).await,
         Command::Calls(c) => commands::calls::run(&config, c).await,
         Command::Turn(c) => commands::turn::run(&config, c).await,
+        Command::Seat(c) => commands::sip::seat(&config, c).await,
+        Command::Registrations(c) => commands::sip::registrations(&config, c).await,
     }
 }

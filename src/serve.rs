@@ -65,6 +65,10 @@ pub async fn run(config: Config) -> Result<()> {
                     Ok(_) => {}
                     Err(e) => tracing::error!(error = %e, "janitor failed"),
                 }
+                let now = chrono::Utc::now().timestamp_millis();
+                if let Err(e) = signaling::store::prune_expired(b.db(), now).await {
+                    tracing::error!(error = %e, "pruning expired registrations failed");
+                }
             }
         })
     };
@@ -126,6 +130,22 @@ pub async fn run(config: Config) -> Result<()> {
         Err((key, msg)) => anyhow::bail!("config key `{key}`: {msg}"),
     };
 
+    let sip_config = config
+        .sip_config()
+        .map_err(|(key, msg)| anyhow::anyhow!("config key `{key}`: {msg}"))?;
+    let sip = signaling::SipServer::start(sip_config, db.clone())
+        .await
+        .context("starting SIP")?;
+    // Printed before the HTTP line: when that one appears, SIP is listening too.
+    println!(
+        "papercup sip listening {}",
+        sip.addrs()
+            .iter()
+            .map(|(t, a)| format!("{}:{a}", t.to_string().to_ascii_lowercase()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("cannot listen on {} (http.listen)", config.http.listen))?;
@@ -151,6 +171,7 @@ pub async fn run(config: Config) -> Result<()> {
     let _ = shutdown_tx.send(true);
     http.await.context("http task")?.context("http server")?;
     let _ = tokio::join!(janitor, watcher);
+    sip.shutdown().await;
     if let Some(t) = turn.and_then(|t| Arc::try_unwrap(t).ok()) {
         t.close().await;
     }

@@ -32,6 +32,9 @@ impl Env {
             .current_dir(self.dir.path())
             .env("PAPERCUP_DATABASE__URL", &self.url)
             .env("PAPERCUP_NODE_ID", "cli-test")
+            // SIP on a free loopback UDP port only: tests run in parallel.
+            .env("PAPERCUP_SIP__LISTEN_UDP", "127.0.0.1:0")
+            .env("PAPERCUP_SIP__LISTEN_TCP", "")
             .env_remove("PAPERCUP_CONFIG");
         c
     }
@@ -293,24 +296,36 @@ async fn a_running_server_notices_cli_changes() {
 
 /// Starts `papercup serve` on a free port; returns the process and its HTTP address
 /// (read from the banner it prints on stdout).
-fn start_serve(mut serve: Command) -> (std::process::Child, String) {
+fn start_serve(serve: Command) -> (std::process::Child, String) {
+    let (child, http, _) = start_serve_sip(serve);
+    (child, http)
+}
+
+/// Like [`start_serve`], also returning the SIP UDP address (from the `sip listening` line).
+fn start_serve_sip(mut serve: Command) -> (std::process::Child, String, String) {
     let mut child = serve
         .env("PAPERCUP_HTTP__LISTEN", "127.0.0.1:0")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("start serve");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut sip = String::new();
+    out.read_line(&mut sip).expect("sip line");
+    let sip_udp = sip
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("udp:"))
+        .unwrap_or_else(|| panic!("no SIP UDP address in {sip:?}"))
+        .to_string();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("banner");
+    out.read_line(&mut line).expect("banner");
     let addr = line
         .split("http://")
         .nth(1)
         .and_then(|s| s.split_whitespace().next())
         .unwrap_or_else(|| panic!("no address in {line:?}"))
         .to_string();
-    (child, addr)
+    (child, addr, sip_udp)
 }
 
 fn stop(child: &mut std::process::Child) {
@@ -460,4 +475,126 @@ async fn turn_credentials_and_status() {
     let text = String::from_utf8(st.output().expect("status").stdout).expect("utf-8");
     assert!(text.contains("allocations"), "{text}");
     stop(&mut child);
+}
+
+/// A real desk phone (baresip) registers with digest auth against a seat created with the
+/// CLI, stays registered across its re-registrations, and `papercup registrations list`
+/// shows its binding.
+#[tokio::test]
+async fn baresip_registers_and_its_binding_is_listed() {
+    let env = envs().await.into_iter().next().expect("a database");
+    env.ok(&[
+        "wallet",
+        "create",
+        "--owner-kind",
+        "company",
+        "--owner",
+        "acme",
+    ]);
+    let mut create = env.cmd(&[
+        "seat",
+        "create",
+        "desk1",
+        "--wallet",
+        "1",
+        "--password-stdin",
+    ]);
+    let mut child = create
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("seat create");
+    std::io::Write::write_all(
+        &mut child.stdin.take().expect("stdin"),
+        b"desk-phone-pass\n",
+    )
+    .expect("password");
+    assert!(child.wait().expect("wait").success());
+    let seats = env.json(&["seat", "list", "--json"]);
+    assert_eq!(seats[0]["username"], "desk1");
+
+    let mut serve = env.cmd(&["serve"]);
+    serve.env("PAPERCUP_SIP__MIN_EXPIRES", "5");
+    let (mut server, _http, sip) = start_serve_sip(serve);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_udp_port();
+    std::fs::write(
+        dir.path().join("config"),
+        format!(
+            "sip_listen 127.0.0.1:{port}\nnet_interface 127.0.0.1\n\
+             module_path /usr/lib/baresip/modules\nmodule_app account.so\n\
+             audio_player nil\naudio_source nil\n"
+        ),
+    )
+    .expect("config");
+    std::fs::write(
+        dir.path().join("accounts"),
+        format!("<sip:desk1@{sip}>;auth_pass=desk-phone-pass;regint=6\n"),
+    )
+    .expect("accounts");
+    let mut phone = Command::new("baresip")
+        .arg("-f")
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("baresip (baresip-core) runs");
+
+    // Registered…
+    let start = Instant::now();
+    let first = loop {
+        let list = env.json(&["registrations", "list", "--json"]);
+        if let Some(b) = list.as_array().and_then(|a| a.first()) {
+            break b.clone();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "baresip never registered"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(first["username"], "desk1");
+    assert!(
+        first["user_agent"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("baresip"),
+        "{first}"
+    );
+    assert!(
+        first["source"]
+            .as_str()
+            .unwrap_or("")
+            .ends_with(&format!(":{port}")),
+        "{first}"
+    );
+    assert_eq!(first["node_id"], "cli-test");
+    // …and still registered after re-registering (same binding, refreshed).
+    let start = Instant::now();
+    loop {
+        let list = env.json(&["registrations", "list", "--json"]);
+        let arr = list.as_array().cloned().unwrap_or_default();
+        assert_eq!(arr.len(), 1, "one binding: {list}");
+        let b = &arr[0];
+        if b["updated_at"].as_i64() > first["updated_at"].as_i64() {
+            assert_eq!(b["registered_at"], first["registered_at"]);
+            assert_eq!(b["contact"], first["contact"]);
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "baresip never re-registered: {b}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let text = env.ok(&["registrations", "list", "--seat", "desk1"]);
+    assert!(text.contains("desk1") && text.contains("baresip"), "{text}");
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &phone.id().to_string()])
+        .status();
+    let _ = phone.wait();
+    stop(&mut server);
 }

@@ -3,6 +3,7 @@
 
 pub mod calls;
 pub mod rates;
+pub mod sip;
 pub mod turn;
 pub mod wallet;
 

@@ -1,0 +1,166 @@
+//! `papercup seat …` and `papercup registrations …`
+
+use anyhow::{anyhow, Context, Result};
+use rand::Rng;
+use signaling::store;
+
+use crate::cli::{RegistrationsCommand, SeatCommand};
+use crate::config::Config;
+use crate::output::{json, list, ts};
+
+async fn open_db(config: &Config) -> Result<storage::Db> {
+    storage::Db::open(&config.database.url, &config.db_options())
+        .await
+        .context("opening the database")
+}
+
+fn realm(config: &Config) -> Result<String> {
+    Ok(config
+        .sip_config()
+        .map_err(|(k, m)| anyhow!("config key `{k}`: {m}"))?
+        .registrar
+        .realm)
+}
+
+/// The password from standard input, or a generated one (returned with `true`).
+fn password(from_stdin: bool) -> Result<(String, bool)> {
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("reading the password from standard input")?;
+        let p = line.trim_end_matches(['\r', '\n']).to_string();
+        return Ok((p, false));
+    }
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut rng = rand::rng();
+    let p = (0..20)
+        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
+        .collect();
+    Ok((p, true))
+}
+
+pub async fn seat(config: &Config, cmd: SeatCommand) -> Result<()> {
+    let db = open_db(config).await?;
+    let result = seat_inner(config, &db, cmd).await;
+    db.close().await;
+    result
+}
+
+async fn seat_inner(config: &Config, db: &storage::Db, cmd: SeatCommand) -> Result<()> {
+    match cmd {
+        SeatCommand::Create {
+            username,
+            wallet,
+            display_name,
+            password_stdin,
+            json: j,
+        } => {
+            let (pw, generated) = password(password_stdin)?;
+            let realm = realm(config)?;
+            let s = store::create_seat(db, &username, wallet, &pw, &realm, &display_name).await?;
+            if j.json {
+                let mut v = serde_json::to_value(&s)?;
+                if generated {
+                    v["password"] = pw.into();
+                }
+                return json(&v);
+            }
+            println!(
+                "created seat {} (id {}) paying from wallet {}, realm {}",
+                s.username, s.id, s.wallet_id, s.realm
+            );
+            if generated {
+                println!("password {pw}  (shown once; only its digest hashes are stored)");
+            }
+        }
+        SeatCommand::Passwd {
+            username,
+            password_stdin,
+            json: j,
+        } => {
+            let (pw, generated) = password(password_stdin)?;
+            store::set_password(db, &username, &pw, &realm(config)?).await?;
+            if j.json {
+                let mut v = serde_json::json!({ "username": username });
+                if generated {
+                    v["password"] = pw.into();
+                }
+                return json(&v);
+            }
+            println!("password of seat {username} changed");
+            if generated {
+                println!("password {pw}  (shown once)");
+            }
+        }
+        SeatCommand::Disable { username } => {
+            store::set_disabled(db, &username, true).await?;
+            println!("seat {username} disabled; its registrations are removed");
+        }
+        SeatCommand::Enable { username } => {
+            store::set_disabled(db, &username, false).await?;
+            println!("seat {username} enabled");
+        }
+        SeatCommand::List(j) => {
+            let seats = store::seats(db).await?;
+            list(
+                &seats,
+                j.json,
+                "no seats (create one with `papercup seat create NAME --wallet ID`)",
+                &[
+                    "username",
+                    "id",
+                    "wallet",
+                    "display name",
+                    "realm",
+                    "state",
+                    "created",
+                ],
+                |s| {
+                    vec![
+                        s.username.clone(),
+                        s.id.to_string(),
+                        s.wallet_id.to_string(),
+                        s.display_name.clone(),
+                        s.realm.clone(),
+                        if s.disabled { "disabled" } else { "enabled" }.into(),
+                        ts(s.created_at),
+                    ]
+                },
+            )?;
+        }
+    }
+    Ok(())
+}
+
+pub async fn registrations(config: &Config, cmd: RegistrationsCommand) -> Result<()> {
+    let db = open_db(config).await?;
+    let RegistrationsCommand::List { seat, json: j } = cmd;
+    let now = chrono::Utc::now().timestamp_millis();
+    let result = store::bindings(&db, seat.as_deref(), now).await;
+    db.close().await;
+    let bindings = result?;
+    list(
+        &bindings,
+        j.json,
+        "no live registrations",
+        &[
+            "seat",
+            "contact",
+            "source",
+            "expires in",
+            "node",
+            "user agent",
+        ],
+        |b| {
+            vec![
+                b.username.clone(),
+                b.contact.clone(),
+                b.source.clone(),
+                format!("{} s", (b.expires_at - now).max(0) / 1000),
+                b.node_id.clone(),
+                b.user_agent.clone(),
+            ]
+        },
+    )
+}
