@@ -146,6 +146,7 @@ pub struct SipServer {
     cancel: CancellationToken,
     addrs: Vec<(Transport, SocketAddr)>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    dispatch: Arc<Dispatch>,
 }
 
 impl std::fmt::Debug for SipServer {
@@ -306,7 +307,10 @@ impl SipServer {
             registrar: registrar.clone(),
             dialogs: dialogs.clone(),
             metrics: metrics.clone(),
+            router: std::sync::RwLock::new(Arc::new(NoRoutes)),
+            min_se: config.min_se,
         });
+        let dispatch = ctx.clone();
         tasks.push(tokio::spawn(async move {
             while let Some(tx) = incoming.recv().await {
                 let ctx = ctx.clone();
@@ -324,7 +328,17 @@ impl SipServer {
             cancel,
             addrs,
             tasks,
+            dispatch,
         })
+    }
+
+    /// Replaces the call router (default: [`NoRoutes`]).
+    pub fn set_router(&self, router: Arc<dyn CallRouter>) {
+        *self
+            .dispatch
+            .router
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = router;
     }
 
     /// Bound addresses, by transport.
@@ -374,10 +388,39 @@ impl SipServer {
     }
 }
 
+/// What to do with an authenticated INVITE from a seat (a desk phone calling out).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// Refuse the call with this status and reason (sent in a Warning header).
+    Reject { status: u16, reason: String },
+}
+
+/// Call routing for INVITEs from seats: the seam the trunk and media work plugs into.
+/// `route` runs inline: no I/O.
+pub trait CallRouter: Send + Sync {
+    fn route(&self, seat: &crate::store::Seat, target: &str) -> Route;
+}
+
+/// The router of a host with no trunk configured: every call is refused with 480 and
+/// a reason the phone can show.
+#[derive(Debug, Default)]
+pub struct NoRoutes;
+
+impl CallRouter for NoRoutes {
+    fn route(&self, _seat: &crate::store::Seat, target: &str) -> Route {
+        Route::Reject {
+            status: 480,
+            reason: format!("no route to {target}: no trunk is configured on this host"),
+        }
+    }
+}
+
 struct Dispatch {
     registrar: Arc<Registrar>,
     dialogs: Arc<DialogLayer>,
     metrics: Arc<SipMetrics>,
+    router: std::sync::RwLock<Arc<dyn CallRouter>>,
+    min_se: u32,
 }
 
 fn source_of(tx: &Transaction) -> Option<(SocketAddr, String)> {
@@ -389,7 +432,74 @@ fn source_of(tx: &Transaction) -> Option<(SocketAddr, String)> {
     Some((addr, kind))
 }
 
+fn has_to_tag(tx: &Transaction) -> bool {
+    tx.original
+        .to_header()
+        .ok()
+        .and_then(|t| t.tag().ok().flatten())
+        .is_some()
+}
+
 impl Dispatch {
+    /// An initial INVITE from a desk phone: digest auth of its seat (407), session timer
+    /// check (422), then the router decides.
+    async fn invite_from_seat(&self, tx: &Transaction, source: SocketAddr) -> Reply {
+        let req = &tx.original;
+        let reply = |status: StatusCode, reason: String| {
+            let mut r = Reply {
+                status,
+                headers: Vec::new(),
+                reason: reason.clone(),
+            };
+            r.headers.push(Header::Warning(
+                format!("399 papercup \"{}\"", reason.replace('"', "'")).into(),
+            ));
+            r
+        };
+        let Some(user) = req
+            .from_header()
+            .ok()
+            .and_then(|f| f.uri().ok())
+            .and_then(|u| u.user().map(str::to_string))
+        else {
+            return reply(StatusCode::BadRequest, "From has no user part".into());
+        };
+        let seat = match self
+            .registrar
+            .authenticate(req, source.ip(), &user, true)
+            .await
+        {
+            crate::registrar::AuthOutcome::Ok(s) => s.seat,
+            crate::registrar::AuthOutcome::Refuse(r) => return r,
+        };
+        let se = req.headers.iter().find_map(|h| match h {
+            Header::SessionExpires(v) => Some(v.value().to_string()),
+            _ => None,
+        });
+        if let crate::session_timer::Negotiation::TooSmall { min_se } =
+            crate::session_timer::negotiate_request(se.as_deref(), self.min_se, false)
+        {
+            let mut r = reply(
+                StatusCode::SessionIntervalTooSmall,
+                format!("Session-Expires below Min-SE {min_se}"),
+            );
+            r.headers.push(Header::MinSE(min_se.to_string().into()));
+            return r;
+        }
+        let target = req.uri.to_string();
+        let router = self
+            .router
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match router.route(&seat, &target) {
+            Route::Reject { status, reason } => {
+                info!(seat = %seat.username, %target, status, %reason, "call refused");
+                reply(StatusCode::from(status), reason)
+            }
+        }
+    }
+
     async fn reply(&self, tx: &mut Transaction, reply: Reply) {
         self.metrics.response_sent(reply.status.code());
         if let Err(e) = tx.reply_with(reply.status, reply.headers, None).await {
@@ -411,6 +521,10 @@ impl Dispatch {
                     .register(&tx.original, source, &transport)
                     .await;
                 debug!(%source, status = %reply.status, reason = %reply.reason, "REGISTER");
+                self.reply(&mut tx, reply).await;
+            }
+            Method::Invite if !has_to_tag(&tx) => {
+                let reply = self.invite_from_seat(&tx, source).await;
                 self.reply(&mut tx, reply).await;
             }
             Method::Options => {

@@ -511,3 +511,34 @@ async fn binding_store_on_both_databases() {
         assert!(store::seats(db).await.expect("seats")[0].disabled);
     }
 }
+
+/// A desk phone calling out authenticates with its seat's credentials (407), and without
+/// a trunk the call is refused with 480 and a reason; the final responses are not
+/// retransmitted once ACKed (sipp would fail on an unexpected retransmission at the end).
+#[tokio::test]
+async fn desk_phone_invite_is_challenged_then_routed() {
+    let (server, _tdb) = server(|_| {}).await;
+    let run = sipp(
+        Some(udp(&server)),
+        "uac_invite_auth.xml",
+        &[
+            "-s",
+            "alice",
+            "-au",
+            "alice",
+            "-ap",
+            PASSWORD,
+            "-m",
+            "1",
+            "-i",
+            "127.0.0.1",
+        ],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_passed(&run, "desk phone INVITE");
+    let m = server.metrics().snapshot();
+    assert_eq!(m.auth_successes, 1, "{m:?}");
+    assert_eq!(server.dialogs().len(), 0);
+    server.shutdown().await;
+}
