@@ -51,6 +51,17 @@ pub enum Command {
     /// Registrar bindings: which phones are registered, from where, on which host.
     #[command(subcommand)]
     Registrations(RegistrationsCommand),
+    /// The SIP core running on this host.
+    #[command(subcommand)]
+    Sip(SipCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SipCommand {
+    /// Counters (requests by method, responses by class, auth failures, registrations,
+    /// active dialogs) and blocked sources of the server running here (asks its admin API
+    /// at http.listen).
+    Status(JsonFlag),
 }
 
 #[derive(Debug, Subcommand)]

@@ -97,5 +97,6 @@ async fn run(command: Command, loaded: config::Loaded) -> anyhow::Result<()> {
         Command::Turn(c) => commands::turn::run(&config, c).await,
         Command::Seat(c) => commands::sip::seat(&config, c).await,
         Command::Registrations(c) => commands::sip::registrations(&config, c).await,
+        Command::Sip(c) => commands::sip::status(&config, c),
     }
 }

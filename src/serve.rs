@@ -160,6 +160,7 @@ pub async fn run(config: Config) -> Result<()> {
     let app = web::router(web::AppState {
         billing: billing.clone(),
         turn: turn.clone(),
+        sip: Some(sip.status()),
     });
     let mut http_stop = shutdown_rx.clone();
     let http = tokio::spawn(web::serve(listener, app, async move {

@@ -515,7 +515,7 @@ async fn baresip_registers_and_its_binding_is_listed() {
 
     let mut serve = env.cmd(&["serve"]);
     serve.env("PAPERCUP_SIP__MIN_EXPIRES", "5");
-    let (mut server, _http, sip) = start_serve_sip(serve);
+    let (mut server, http, sip) = start_serve_sip(serve);
 
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_udp_port();
@@ -591,6 +591,26 @@ async fn baresip_registers_and_its_binding_is_listed() {
     }
     let text = env.ok(&["registrations", "list", "--seat", "desk1"]);
     assert!(text.contains("desk1") && text.contains("baresip"), "{text}");
+    // The running server's SIP counters, through its loopback admin route.
+    let status = env
+        .cmd(&["sip", "status", "--json"])
+        .env("PAPERCUP_HTTP__LISTEN", &http)
+        .output()
+        .expect("sip status");
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
+    assert!(
+        v["metrics"]["registrations"].as_u64().unwrap_or(0) >= 2,
+        "{v}"
+    );
+    assert!(
+        v["metrics"]["auth_successes"].as_u64().unwrap_or(0) >= 2,
+        "{v}"
+    );
 
     let _ = Command::new("kill")
         .args(["-TERM", &phone.id().to_string()])

@@ -14,4 +14,4 @@ pub mod server;
 pub mod session_timer;
 pub mod store;
 
-pub use server::{SipConfig, SipError, SipServer};
+pub use server::{SipConfig, SipError, SipServer, SipStatus, SipStatusSnapshot};

@@ -135,6 +135,40 @@ impl IncomingFilter for EdgeFilter {
     }
 }
 
+/// A cheap handle on a running core's counters and blocked sources (for the admin API).
+#[derive(Debug, Clone)]
+pub struct SipStatus {
+    metrics: Arc<SipMetrics>,
+    abuse: Arc<AbuseGuard>,
+    addrs: Vec<String>,
+}
+
+/// What `GET /admin/sip/status` shows.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SipStatusSnapshot {
+    pub listening: Vec<String>,
+    pub metrics: crate::metrics::SipMetricsSnapshot,
+    /// Sources blocked now: address and seconds left.
+    pub blocked: Vec<(String, u64)>,
+}
+
+impl SipStatus {
+    pub fn snapshot(&self) -> SipStatusSnapshot {
+        let mut blocked: Vec<(String, u64)> = self
+            .abuse
+            .blocked()
+            .into_iter()
+            .map(|(ip, left)| (ip.to_string(), left.as_secs()))
+            .collect();
+        blocked.sort();
+        SipStatusSnapshot {
+            listening: self.addrs.clone(),
+            metrics: self.metrics.snapshot(),
+            blocked,
+        }
+    }
+}
+
 /// A running SIP core.
 pub struct SipServer {
     endpoint: EndpointInnerRef,
@@ -352,6 +386,19 @@ impl SipServer {
             .iter()
             .find(|(t, _)| *t == transport)
             .map(|(_, a)| *a)
+    }
+
+    /// A handle for status reporting.
+    pub fn status(&self) -> SipStatus {
+        SipStatus {
+            metrics: self.metrics.clone(),
+            abuse: self.abuse.clone(),
+            addrs: self
+                .addrs
+                .iter()
+                .map(|(t, a)| format!("{}:{a}", t.to_string().to_ascii_lowercase()))
+                .collect(),
+        }
     }
 
     pub fn metrics(&self) -> &Arc<SipMetrics> {

@@ -4,7 +4,7 @@ use anyhow::{anyhow, Context, Result};
 use rand::Rng;
 use signaling::store;
 
-use crate::cli::{RegistrationsCommand, SeatCommand};
+use crate::cli::{RegistrationsCommand, SeatCommand, SipCommand};
 use crate::config::Config;
 use crate::output::{json, list, ts};
 
@@ -163,4 +163,68 @@ pub async fn registrations(config: &Config, cmd: RegistrationsCommand) -> Result
             ]
         },
     )
+}
+
+/// `papercup sip status`: asks the local server's loopback-only admin route.
+pub fn status(config: &Config, cmd: SipCommand) -> Result<()> {
+    let SipCommand::Status(j) = cmd;
+    let mut addr = config.http.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let body = crate::commands::turn::http_get(addr, "/admin/sip/status").with_context(|| {
+        format!("asking the server at http://{addr} (is `papercup serve` running here?)")
+    })?;
+    let v: serde_json::Value =
+        serde_json::from_str(&body).context("the server's answer is not JSON")?;
+    if j.json {
+        return json(&v);
+    }
+    let m = &v["metrics"];
+    let pairs = |key: &str| -> String {
+        m[key]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|p| p[1].as_u64().unwrap_or(0) > 0)
+                    .map(|p| format!("{} {}", p[0].as_str().unwrap_or("?"), p[1]))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default()
+    };
+    let listening: Vec<String> = v["listening"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    println!("listening        {}", listening.join(" "));
+    println!("requests         {}", pairs("requests"));
+    println!("responses sent   {}", pairs("responses_sent"));
+    println!(
+        "auth             {} ok, {} failed; {} sources blocked so far",
+        m["auth_successes"], m["auth_failures"], m["sources_blocked"]
+    );
+    println!(
+        "dropped          {} from blocked sources, {} rate-limited, {} malformed",
+        m["dropped_blocked"], m["dropped_rate_limited"], m["malformed"]
+    );
+    println!(
+        "registrations    {} (un-registrations {})",
+        m["registrations"], m["unregistrations"]
+    );
+    println!("active dialogs   {}", m["active_dialogs"]);
+    if let Some(b) = v["blocked"].as_array().filter(|b| !b.is_empty()) {
+        for x in b {
+            println!(
+                "blocked          {} ({} s left)",
+                x[0].as_str().unwrap_or("?"),
+                x[1]
+            );
+        }
+    }
+    Ok(())
 }

@@ -94,7 +94,7 @@ pub async fn run(config: &Config, cmd: TurnCommand) -> Result<()> {
 }
 
 /// A minimal HTTP/1.1 GET for the local admin API (no client library needed for one call).
-fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
+pub(crate) fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(

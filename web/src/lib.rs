@@ -28,6 +28,8 @@ pub struct AppState {
     pub billing: billing::Billing,
     /// The TURN relay of this host, when it runs.
     pub turn: Option<Arc<turn_server::TurnServer>>,
+    /// The SIP core of this host (counters, blocked sources), when it runs.
+    pub sip: Option<signaling::SipStatus>,
 }
 
 /// The API router.
@@ -36,6 +38,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health))
         .route("/api/rates", get(rate))
         .route("/admin/turn/allocations", get(turn_allocations))
+        .route("/admin/sip/status", get(sip_status))
         .with_state(state)
 }
 
@@ -159,6 +162,23 @@ async fn turn_allocations(
     }))
 }
 
+/// `GET /admin/sip/status` (loopback only): the SIP core's counters (requests by method,
+/// responses by class, auth failures, blocked sources, registrations, active dialogs).
+async fn sip_status(
+    State(s): State<AppState>,
+    req: Request,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_loopback(&req)?;
+    Ok(Json(match &s.sip {
+        None => serde_json::json!({ "enabled": false }),
+        Some(sip) => {
+            let mut v = serde_json::to_value(sip.snapshot()).unwrap_or_default();
+            v["enabled"] = true.into();
+            v
+        }
+    }))
+}
+
 #[derive(Debug, Deserialize)]
 struct RateQuery {
     /// The number to call.
@@ -241,6 +261,7 @@ mod tests {
             router(AppState {
                 billing: b,
                 turn: None,
+                sip: None,
             }),
             db,
         )
