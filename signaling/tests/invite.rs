@@ -163,3 +163,53 @@ async fn cancel_crossing_200_sends_ack_then_bye() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn we_refresh_with_update_when_the_peer_allows_it() {
+    let (server, _db) = server(|_| {}).await;
+    let mut far = far_end("uas_we_refresh_update.xml").await;
+    let mut call = server.place_call(call_to(far.addr)).expect("call");
+    assert_eq!(next(&mut call, &mut far).await, Update::Answered);
+    // The refresh is due at 2 s (half of 4 s); give it time, then hang up.
+    tokio::time::sleep(Duration::from_millis(2800)).await;
+    call.hangup();
+    assert_eq!(
+        next(&mut call, &mut far).await,
+        Update::Ended(EndReason::LocalHangup)
+    );
+    assert_passed(&far.run.await.expect("join"), "our UPDATE refresh");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn we_refresh_with_reinvite_when_update_is_not_allowed() {
+    let (server, _db) = server(|_| {}).await;
+    let mut far = far_end("uas_we_refresh_reinvite.xml").await;
+    let mut call = server.place_call(call_to(far.addr)).expect("call");
+    assert_eq!(next(&mut call, &mut far).await, Update::Answered);
+    tokio::time::sleep(Duration::from_millis(2800)).await;
+    call.hangup();
+    assert_eq!(
+        next(&mut call, &mut far).await,
+        Update::Ended(EndReason::LocalHangup)
+    );
+    assert_passed(&far.run.await.expect("join"), "our re-INVITE refresh");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_407_from_the_trunk_is_answered_with_credentials() {
+    let (server, _db) = server(|_| {}).await;
+    let mut far = far_end("uas_auth_challenge.xml").await;
+    let mut c = call_to(far.addr);
+    c.credential = Some(("trunkuser".into(), "trunk-secret".into()));
+    let mut call = server.place_call(c).expect("call");
+    assert_eq!(next(&mut call, &mut far).await, Update::Answered);
+    call.hangup();
+    assert_eq!(
+        next(&mut call, &mut far).await,
+        Update::Ended(EndReason::LocalHangup)
+    );
+    assert_passed(&far.run.await.expect("join"), "407 answered");
+    server.shutdown().await;
+}
