@@ -1,7 +1,8 @@
 //! Abuse resistance at the SIP edge: a per-source request rate limit, and blocking of a
 //! source that fails authentication too often.
 //!
-//! Checked for every received message before any parsing beyond the transport's, so a
+//! Checked for every received request (responses only against blocks: they answer our own
+//! requests) before any parsing beyond the transport's, so a
 //! scanner flooding REGISTER/INVITE/OPTIONS with bad credentials costs a hash lookup per
 //! packet once blocked, and cannot starve legitimate phones (they are other sources, with
 //! their own buckets). A source is an IP address: behind one NAT, phones share a fate, as

@@ -102,7 +102,19 @@ impl IncomingFilter for EdgeFilter {
         raw: &[u8],
         parsed: Result<&SipMessage, &str>,
     ) -> FilterVerdict {
-        match self.abuse.admit(source.ip()) {
+        // Responses are not rate-limited: they answer our own requests (a busy trunk sends
+        // many), and one matching no transaction is dropped by the stack at once.
+        let is_response = matches!(parsed, Ok(SipMessage::Response(_)));
+        let admitted = if is_response {
+            if self.abuse.is_blocked(source.ip()) {
+                Err(Refusal::Blocked)
+            } else {
+                Ok(())
+            }
+        } else {
+            self.abuse.admit(source.ip())
+        };
+        match admitted {
             Ok(()) => {}
             Err(Refusal::Blocked) => {
                 SipMetrics::inc(&self.metrics.dropped_blocked);

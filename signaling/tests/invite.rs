@@ -26,14 +26,19 @@ async fn far_end(scenario: &'static str) -> Far {
 }
 
 async fn far_end_with(scenario: &'static str, extra: &'static [&'static str]) -> Far {
+    far_end_calls(scenario, extra, 1).await
+}
+
+async fn far_end_calls(scenario: &'static str, extra: &'static [&'static str], calls: u32) -> Far {
     let port = free_port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let run = tokio::spawn(async move {
         let p = port.to_string();
         let mp = (port + 2).to_string();
-        let mut args = vec!["-i", "127.0.0.1", "-p", &p, "-m", "1", "-mp", &mp];
+        let m = calls.to_string();
+        let mut args = vec!["-i", "127.0.0.1", "-p", &p, "-m", &m, "-mp", &mp];
         args.extend_from_slice(extra);
-        sipp(None, scenario, &args, Duration::from_secs(30)).await
+        sipp(None, scenario, &args, Duration::from_secs(300)).await
     });
     // sipp binds within milliseconds; a UDP bind on its port failing means it is up.
     for _ in 0..100 {
@@ -212,4 +217,66 @@ async fn a_407_from_the_trunk_is_answered_with_credentials() {
     );
     assert_passed(&far.run.await.expect("join"), "407 answered");
     server.shutdown().await;
+}
+
+/// 10 000 calls, 50 at a time, each answered and hung up: afterwards no dialog is left in
+/// the stack and the active-dialog gauge is back to zero.
+#[tokio::test]
+async fn no_dialog_outlives_its_call_over_10000_calls() {
+    const CALLS: u32 = 10_000;
+    const PARALLEL: usize = 50;
+    let (server, _db) = server(|_| {}).await;
+    let far = far_end_calls("uas_answer.xml", &["-l", "10000"], CALLS).await;
+    let server = std::sync::Arc::new(server);
+    let next_call = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..PARALLEL {
+        let (server, next_call, addr) = (server.clone(), next_call.clone(), far.addr);
+        workers.push(tokio::spawn(async move {
+            while next_call.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < CALLS {
+                let mut call = server
+                    .place_call(call_to(addr))
+                    .map_err(|e| e.to_string())?;
+                let first = tokio::time::timeout(Duration::from_secs(20), call.next()).await;
+                if first != Ok(Some(Update::Answered)) {
+                    return Err(format!(
+                        "{}: expected Answered, got {first:?}",
+                        call.call_id
+                    ));
+                }
+                call.hangup();
+                let last = tokio::time::timeout(Duration::from_secs(20), call.next()).await;
+                if last != Ok(Some(Update::Ended(EndReason::LocalHangup))) {
+                    return Err(format!("{}: expected the end, got {last:?}", call.call_id));
+                }
+            }
+            Ok::<(), String>(())
+        }));
+    }
+    let mut failure = None;
+    for w in workers {
+        if let Err(e) = w.await.expect("worker") {
+            failure.get_or_insert(e);
+        }
+    }
+    let run = far.run.await.expect("join");
+    if let Some(e) = failure {
+        let _ = std::fs::write("/tmp/leak_msgs.log", &run.messages);
+        panic!(
+            "{e}\nsipp errors:\n{}\nmessages (tail):\n{}",
+            run.errors,
+            &run.messages[run.messages.len().saturating_sub(4000)..]
+        );
+    }
+    assert_passed(&run, "10 000 calls");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let m = server.metrics().snapshot();
+    assert_eq!(m.calls_started, u64::from(CALLS));
+    assert_eq!(m.calls_ended, u64::from(CALLS));
+    assert_eq!(m.active_dialogs, 0);
+    assert!(
+        server.dialogs().is_empty(),
+        "{} dialogs left",
+        server.dialogs().len()
+    );
 }

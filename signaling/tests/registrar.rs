@@ -542,3 +542,80 @@ async fn desk_phone_invite_is_challenged_then_routed() {
     assert_eq!(server.dialogs().len(), 0);
     server.shutdown().await;
 }
+
+/// REGISTER over TLS (rustls listener, certificate and key from files), with openssl's
+/// s_client as the phone's TLS stack: the challenge comes back on the same connection.
+#[tokio::test]
+async fn register_over_tls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let ok = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(ok.success());
+    let tls_port = common::free_port();
+    let (server, _tdb) = server(|c| {
+        c.tls = vec![SocketAddr::from(([127, 0, 0, 1], tls_port))];
+        c.tls_cert = Some(cert.clone());
+        c.tls_key = Some(key.clone());
+    })
+    .await;
+    let tls = server.addr(Transport::Tls).expect("tls listener");
+    let target = udp(&server);
+    let request = raw::register(
+        "alice",
+        target,
+        SocketAddr::from(([127, 0, 0, 1], 5061)),
+        "TLS",
+        1,
+        None,
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = std::process::Command::new("timeout")
+            .args([
+                "5",
+                "openssl",
+                "s_client",
+                "-connect",
+                &tls.to_string(),
+                "-quiet",
+                "-ign_eof",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("s_client");
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(request.as_bytes()).expect("write");
+        std::thread::sleep(Duration::from_millis(1500));
+        drop(stdin);
+        child.wait_with_output().expect("output")
+    })
+    .await
+    .expect("join");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("SIP/2.0 401"), "{text}");
+    assert!(
+        text.contains("WWW-Authenticate: Digest realm=\"papercup\""),
+        "{text}"
+    );
+    server.shutdown().await;
+}
