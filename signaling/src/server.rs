@@ -233,7 +233,16 @@ impl SipServer {
             |addr: SocketAddr| config.public_ip.map(|ip| SocketAddr::new(ip, addr.port()));
 
         for &addr in &config.udp {
-            let conn = UdpConnection::create_connection(addr, None, Some(cancel.child_token()))
+            let ext = external(addr);
+            if ext.is_some() && addr.port() == 0 {
+                return Err(SipError::Listen {
+                    transport: "udp",
+                    addr,
+                    reason: "give a port when sip.public_ip is set (the NAT forwards fixed ports)"
+                        .into(),
+                });
+            }
+            let conn = UdpConnection::create_connection(addr, ext, Some(cancel.child_token()))
                 .await
                 .map_err(|e| SipError::Listen {
                     transport: "udp",
@@ -244,20 +253,6 @@ impl SipServer {
                 .get_addr()
                 .get_socketaddr()
                 .map_err(|e| SipError::Stack(e.to_string()))?;
-            // The advertised address: the public one, else the bound one (port 0 resolved).
-            let conn = match external(local) {
-                Some(ext) => {
-                    UdpConnection::create_connection(local, Some(ext), Some(cancel.child_token()))
-                        .await
-                        .map_err(|e| SipError::Listen {
-                            transport: "udp",
-                            addr,
-                            reason: e.to_string(),
-                        })
-                        .inspect(|_| drop(conn))?
-                }
-                None => conn,
-            };
             addrs.push((Transport::Udp, local));
             transport.add_transport(SipConnection::Udp(conn));
         }

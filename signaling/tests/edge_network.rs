@@ -55,6 +55,11 @@ async fn torture_messages_over_udp_and_tcp() {
             assert!(r.contains("Warning: 399 papercup \""), "{name}: {r}");
         }
     }
+    // NAT keep-alive (RFC 5626 §4.4.1): a CRLF ping gets its pong.
+    assert_eq!(
+        exchange(&sock, udp, b"\r\n\r\n").await.as_deref(),
+        Some("\r\n")
+    );
     // Invalid responses are dropped, never answered.
     assert_eq!(exchange(&sock, udp, &vector("bigcode")).await, None);
     // A valid OPTIONS still gets its 200 from the core after all that.

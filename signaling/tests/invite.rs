@@ -280,3 +280,12 @@ async fn no_dialog_outlives_its_call_over_10000_calls() {
         server.dialogs().len()
     );
 }
+
+#[tokio::test]
+async fn behind_1to1_nat_the_public_address_is_advertised() {
+    let (server, _db) = server(|c| c.public_ip = Some("192.0.2.10".parse().expect("ip"))).await;
+    let far = far_end("uas_public_ip.xml").await;
+    let _call = server.place_call(call_to(far.addr)).expect("call");
+    assert_passed(&far.run.await.expect("join"), "public address");
+    server.shutdown().await;
+}
