@@ -8,6 +8,9 @@
 //! Run: `cargo bench --bench register_tps` (PostgreSQL too when PAPERCUP_BENCH_PG_URL or
 //! PAPERCUP_TEST_PG_URL names a server; scripts/bench starts one).
 
+mod common;
+use common::{cpu_secs, free_port};
+
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -16,22 +19,6 @@ use signaling::{SipConfig, SipServer};
 
 const SEATS: usize = 1_000;
 const PASSWORD: &str = "bench-password";
-
-fn cpu_secs(pid: u32) -> f64 {
-    // utime + stime, fields 14 and 15 of /proc/PID/stat, in clock ticks (100 Hz on Linux).
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after_comm = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = after_comm.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
 
 async fn run(url: &str, label: &str, rates: &[u32]) -> anyhow::Result<()> {
     let db = storage::Db::open(

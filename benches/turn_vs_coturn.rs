@@ -5,28 +5,15 @@
 //! Run: `cargo bench --bench turn_vs_coturn` (needs Debian's coturn package; scripts/bench
 //! installs it).
 
+mod common;
+use common::{cpu_secs, free_port};
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use turn_server::{TurnConfig, TurnServer};
 
 const SECRET: &str = "bench-secret-0123456789";
-
-fn cpu_secs(pid: u32) -> f64 {
-    // utime + stime, fields 14 and 15 of /proc/PID/stat, in clock ticks (100 Hz on Linux).
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after_comm = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = after_comm.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(34780)
-}
 
 struct Run {
     relayed: u64,

@@ -52,6 +52,17 @@ struct Source {
     blocked_until: Option<Instant>,
 }
 
+impl Source {
+    fn new(tokens: f64, now: Instant) -> Self {
+        Self {
+            tokens,
+            refilled: now,
+            failures: Vec::new(),
+            blocked_until: None,
+        }
+    }
+}
+
 /// Why a message was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -91,12 +102,7 @@ impl AbuseGuard {
             prune(&mut map, now, self.config.auth_fail_window);
         }
         let burst = f64::from(self.config.burst.max(1));
-        let s = map.entry(ip).or_insert_with(|| Source {
-            tokens: burst,
-            refilled: now,
-            failures: Vec::new(),
-            blocked_until: None,
-        });
+        let s = map.entry(ip).or_insert_with(|| Source::new(burst, now));
         if let Some(until) = s.blocked_until {
             if now < until {
                 return Err(Refusal::Blocked);
@@ -136,12 +142,7 @@ impl AbuseGuard {
         let window = self.config.auth_fail_window;
         let mut map = self.lock();
         let burst = f64::from(self.config.burst.max(1));
-        let s = map.entry(ip).or_insert_with(|| Source {
-            tokens: burst,
-            refilled: now,
-            failures: Vec::new(),
-            blocked_until: None,
-        });
+        let s = map.entry(ip).or_insert_with(|| Source::new(burst, now));
         s.failures.retain(|t| now.duration_since(*t) < window);
         s.failures.push(now);
         if s.blocked_until.is_none() && s.failures.len() >= self.config.auth_fail_limit as usize {

@@ -15,19 +15,23 @@ fn udp(server: &signaling::SipServer) -> SocketAddr {
     server.addr(Transport::Udp).expect("udp listener")
 }
 
-#[tokio::test]
-async fn sipp_registers_with_digest_and_a_wrong_password_is_refused() {
-    let (server, tdb) = server(|_| {}).await;
-    let run = sipp(
-        Some(udp(&server)),
-        "register_ok.xml",
+/// One sipp phone from 127.0.0.1 running `scenario` once as `user` with `password`.
+async fn phone(
+    server: &signaling::SipServer,
+    scenario: &str,
+    user: &str,
+    password: &str,
+) -> common::SippRun {
+    sipp(
+        Some(udp(server)),
+        scenario,
         &[
             "-s",
-            "alice",
+            user,
             "-au",
-            "alice",
+            user,
             "-ap",
-            PASSWORD,
+            password,
             "-m",
             "1",
             "-i",
@@ -35,7 +39,13 @@ async fn sipp_registers_with_digest_and_a_wrong_password_is_refused() {
         ],
         Duration::from_secs(20),
     )
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn sipp_registers_with_digest_and_a_wrong_password_is_refused() {
+    let (server, tdb) = server(|_| {}).await;
+    let run = phone(&server, "register_ok.xml", "alice", PASSWORD).await;
     assert_passed(&run, "register");
     let b = store::bindings(&tdb.db, Some("alice"), 0)
         .await
@@ -45,24 +55,7 @@ async fn sipp_registers_with_digest_and_a_wrong_password_is_refused() {
     assert!(b[0].source.starts_with("udp:127.0.0.1:"), "{b:?}");
     assert_eq!(b[0].user_agent, "sipp desk phone");
 
-    let run = sipp(
-        Some(udp(&server)),
-        "register_wrong.xml",
-        &[
-            "-s",
-            "bob",
-            "-au",
-            "bob",
-            "-ap",
-            "not-the-password",
-            "-m",
-            "1",
-            "-i",
-            "127.0.0.1",
-        ],
-        Duration::from_secs(20),
-    )
-    .await;
+    let run = phone(&server, "register_wrong.xml", "bob", "not-the-password").await;
     assert_passed(&run, "wrong password");
     assert!(store::bindings(&tdb.db, Some("bob"), 0)
         .await
@@ -77,24 +70,7 @@ async fn sipp_registers_with_digest_and_a_wrong_password_is_refused() {
 #[tokio::test]
 async fn a_replayed_authorization_is_refused() {
     let (server, _tdb) = server(|_| {}).await;
-    let run = sipp(
-        Some(udp(&server)),
-        "register_ok.xml",
-        &[
-            "-s",
-            "alice",
-            "-au",
-            "alice",
-            "-ap",
-            PASSWORD,
-            "-m",
-            "1",
-            "-i",
-            "127.0.0.1",
-        ],
-        Duration::from_secs(20),
-    )
-    .await;
+    let run = phone(&server, "register_ok.xml", "alice", PASSWORD).await;
     assert_passed(&run, "register");
     // The credentials the phone sent, as an eavesdropper would have captured them.
     let captured = run
@@ -129,24 +105,7 @@ async fn a_replayed_authorization_is_refused() {
 #[tokio::test]
 async fn an_expired_nonce_gets_stale_true_and_the_retry_succeeds() {
     let (server, tdb) = server(|c| c.registrar.nonce_lifetime = Duration::from_secs(2)).await;
-    let run = sipp(
-        Some(udp(&server)),
-        "register_stale.xml",
-        &[
-            "-s",
-            "alice",
-            "-au",
-            "alice",
-            "-ap",
-            PASSWORD,
-            "-m",
-            "1",
-            "-i",
-            "127.0.0.1",
-        ],
-        Duration::from_secs(20),
-    )
-    .await;
+    let run = phone(&server, "register_stale.xml", "alice", PASSWORD).await;
     assert_passed(&run, "stale nonce");
     assert_eq!(
         store::bindings(&tdb.db, Some("alice"), 0)
@@ -518,24 +477,7 @@ async fn binding_store_on_both_databases() {
 #[tokio::test]
 async fn desk_phone_invite_is_challenged_then_routed() {
     let (server, _tdb) = server(|_| {}).await;
-    let run = sipp(
-        Some(udp(&server)),
-        "uac_invite_auth.xml",
-        &[
-            "-s",
-            "alice",
-            "-au",
-            "alice",
-            "-ap",
-            PASSWORD,
-            "-m",
-            "1",
-            "-i",
-            "127.0.0.1",
-        ],
-        Duration::from_secs(20),
-    )
-    .await;
+    let run = phone(&server, "uac_invite_auth.xml", "alice", PASSWORD).await;
     assert_passed(&run, "desk phone INVITE");
     let m = server.metrics().snapshot();
     assert_eq!(m.auth_successes, 1, "{m:?}");

@@ -168,15 +168,7 @@ pub async fn registrations(config: &Config, cmd: RegistrationsCommand) -> Result
 /// `papercup sip status`: asks the local server's loopback-only admin route.
 pub fn status(config: &Config, cmd: SipCommand) -> Result<()> {
     let SipCommand::Status(j) = cmd;
-    let mut addr = config.http.listen;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-    }
-    let body = crate::commands::turn::http_get(addr, "/admin/sip/status").with_context(|| {
-        format!("asking the server at http://{addr} (is `papercup serve` running here?)")
-    })?;
-    let v: serde_json::Value =
-        serde_json::from_str(&body).context("the server's answer is not JSON")?;
+    let v = crate::commands::turn::admin_get(config, "/admin/sip/status")?;
     if j.json {
         return json(&v);
     }

@@ -44,15 +44,7 @@ pub async fn run(config: &Config, cmd: TurnCommand) -> Result<()> {
             }
         }
         TurnCommand::Status(j) => {
-            let mut addr = config.http.listen;
-            if addr.ip().is_unspecified() {
-                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-            }
-            let body = http_get(addr, "/admin/turn/allocations").with_context(|| {
-                format!("asking the server at http://{addr} (is `papercup serve` running here?)")
-            })?;
-            let v: serde_json::Value =
-                serde_json::from_str(&body).context("the server's answer is not JSON")?;
+            let v = admin_get(config, "/admin/turn/allocations")?;
             if j.json {
                 return json(&v);
             }
@@ -93,8 +85,27 @@ pub async fn run(config: &Config, cmd: TurnCommand) -> Result<()> {
     Ok(())
 }
 
+/// GETs `path` from the loopback-only admin API of the server running on this host.
+pub(crate) fn admin_get(config: &Config, path: &str) -> Result<serde_json::Value> {
+    let addr = local_admin_addr(config);
+    let body = http_get(addr, path).with_context(|| {
+        format!("asking the server at http://{addr} (is `papercup serve` running here?)")
+    })?;
+    serde_json::from_str(&body).context("the server's answer is not JSON")
+}
+
+/// Where this host's server answers admin requests: http.listen, on loopback when it
+/// listens on every address.
+fn local_admin_addr(config: &Config) -> SocketAddr {
+    let mut addr = config.http.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    addr
+}
+
 /// A minimal HTTP/1.1 GET for the local admin API (no client library needed for one call).
-pub(crate) fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
+fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
