@@ -54,6 +54,131 @@ pub enum Command {
     /// The SIP core running on this host.
     #[command(subcommand)]
     Sip(SipCommand),
+    /// Trunks: the carriers calls leave through and DIDs arrive from.
+    #[command(subcommand)]
+    Trunk(TrunkCommand),
+    /// Our numbers (DIDs): which trunk brings them, who owns them.
+    #[command(subcommand)]
+    Number(NumberCommand),
+}
+
+/// Trunk settings; on `add`, --provider and --host are required.
+#[derive(Debug, Args, Default)]
+pub struct TrunkArgs {
+    /// Carrier profile: twilio, telnyx or generic.
+    #[arg(long)]
+    pub provider: Option<String>,
+    /// Termination host (name or IP), e.g. acme.pstn.twilio.com.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Port (default: 5060, or 5061 for TLS).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// udp, tcp or tls.
+    #[arg(long)]
+    pub transport: Option<String>,
+    /// Secure media (SRTP, SDES) on this trunk: true or false.
+    #[arg(long)]
+    pub srtp: Option<bool>,
+    /// Digest username for 401/407 challenges.
+    #[arg(long)]
+    pub username: Option<String>,
+    /// Read the digest password (first line) from standard input; it is never printed.
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// Caller IDs this trunk may present: E.164 numbers or prefixes ending in '*' (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub caller_ids: Option<Vec<String>>,
+    /// Codecs offered, in order (comma-separated; default PCMU,PCMA).
+    #[arg(long, value_delimiter = ',')]
+    pub codecs: Option<Vec<String>>,
+    /// Concurrent calls at most (0 = unlimited).
+    #[arg(long)]
+    pub max_channels: Option<u32>,
+    /// New calls per second at most (default: the carrier's limit, Twilio 30, Telnyx 50).
+    #[arg(long)]
+    pub max_cps: Option<u32>,
+    /// Lower is tried first.
+    #[arg(long)]
+    pub priority: Option<u32>,
+    /// Share among trunks of equal priority.
+    #[arg(long)]
+    pub weight: Option<u32>,
+    /// Addresses (CIDR) the carrier's INVITEs come from (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub inbound_sources: Option<Vec<String>>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TrunkCommand {
+    /// Add a trunk (enabled).
+    Add {
+        name: String,
+        #[command(flatten)]
+        settings: TrunkArgs,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// List trunks, by priority.
+    List(JsonFlag),
+    /// Show one trunk (its password is never shown).
+    Show {
+        name: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Change the given settings of a trunk.
+    Update {
+        name: String,
+        #[command(flatten)]
+        settings: TrunkArgs,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Use the trunk again.
+    Enable { name: String },
+    /// Stop routing calls through the trunk.
+    Disable { name: String },
+    /// Remove a trunk that carries no number.
+    Remove { name: String },
+    /// Send OPTIONS through the trunk and report reachability, latency and the answer.
+    Test {
+        name: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 5)]
+        timeout: u64,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NumberCommand {
+    /// Add a number (E.164) that reaches us through a trunk.
+    Add {
+        number: String,
+        #[arg(long)]
+        trunk: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// List our numbers.
+    List(JsonFlag),
+    /// Give a number to a person or a company, and say where its calls go.
+    Assign {
+        number: String,
+        #[arg(long, value_parser = ["person", "company"])]
+        owner_kind: String,
+        #[arg(long)]
+        owner: String,
+        /// Routing target (e.g. seat:desk1).
+        #[arg(long, default_value = "")]
+        target: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Remove a number.
+    Remove { number: String },
 }
 
 #[derive(Debug, Subcommand)]

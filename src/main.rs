@@ -98,5 +98,7 @@ async fn run(command: Command, loaded: config::Loaded) -> anyhow::Result<()> {
         Command::Seat(c) => commands::sip::seat(&config, c).await,
         Command::Registrations(c) => commands::sip::registrations(&config, c).await,
         Command::Sip(c) => commands::sip::status(&config, c),
+        Command::Trunk(c) => commands::trunk::trunk(&config, c).await,
+        Command::Number(c) => commands::trunk::number(&config, c).await,
     }
 }

@@ -618,3 +618,153 @@ async fn baresip_registers_and_its_binding_is_listed() {
     let _ = phone.wait();
     stop(&mut server);
 }
+
+/// Trunks and numbers from the CLI: add (password from stdin, never printed), show,
+/// list, update, disable, refusal of bad input naming the setting, numbers owned and
+/// refused removal of a trunk carrying one; `trunk test` against a sipp carrier and
+/// against a closed port.
+#[tokio::test]
+async fn trunks_and_numbers_from_the_cli() {
+    const SECRET: &str = "trunk-pass-never-shown";
+    for env in envs().await {
+        let sipp_port = free_udp_port();
+        let mut add = env.cmd(&[
+            "trunk",
+            "add",
+            "carrier-a",
+            "--provider",
+            "twilio",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &sipp_port.to_string(),
+            "--username",
+            "acme",
+            "--password-stdin",
+            "--caller-ids",
+            "+15551230000,+1555999*",
+            "--inbound-sources",
+            "127.0.0.1/32",
+        ]);
+        let mut child = add
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("trunk add");
+        std::io::Write::write_all(
+            &mut child.stdin.take().expect("stdin"),
+            format!("{SECRET}\n").as_bytes(),
+        )
+        .expect("password");
+        let out = child.wait_with_output().expect("wait");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut shown = String::from_utf8_lossy(&out.stdout).into_owned();
+        shown.push_str(&String::from_utf8_lossy(&out.stderr));
+        shown.push_str(&env.ok(&["trunk", "show", "carrier-a"]));
+        shown.push_str(&env.ok(&["trunk", "list"]));
+        let j = env.json(&["trunk", "show", "carrier-a", "--json"]);
+        shown.push_str(&j.to_string());
+        shown.push_str(&env.json(&["trunk", "list", "--json"]).to_string());
+        assert!(!shown.contains(SECRET), "the password leaked:\n{shown}");
+        assert_eq!(j["has_password"], true);
+        assert_eq!(j["max_cps"], 30, "Twilio's default");
+
+        // Bad input names the setting and changes nothing.
+        let bad = env.run(&["trunk", "update", "carrier-a", "--caller-ids", "5551234"]);
+        assert_eq!(bad.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&bad.stderr).contains("caller_ids"));
+        let bad = env.run(&["trunk", "add", "x", "--provider", "nope", "--host", "h"]);
+        assert!(String::from_utf8_lossy(&bad.stderr).contains("--provider"));
+
+        env.ok(&[
+            "trunk",
+            "update",
+            "carrier-a",
+            "--priority",
+            "5",
+            "--max-cps",
+            "3",
+        ]);
+        env.ok(&["trunk", "disable", "carrier-a"]);
+        let j = env.json(&["trunk", "show", "carrier-a", "--json"]);
+        assert_eq!(
+            (
+                j["priority"].as_i64(),
+                j["max_cps"].as_i64(),
+                j["enabled"].as_bool()
+            ),
+            (Some(5), Some(3), Some(false))
+        );
+        env.ok(&["trunk", "enable", "carrier-a"]);
+
+        env.ok(&["number", "add", "+15551230000", "--trunk", "carrier-a"]);
+        env.ok(&[
+            "number",
+            "assign",
+            "+15551230000",
+            "--owner-kind",
+            "company",
+            "--owner",
+            "acme",
+            "--target",
+            "seat:desk1",
+        ]);
+        let nums = env.json(&["number", "list", "--json"]);
+        assert_eq!(nums[0]["owner_ref"], "acme");
+        let refused = env.run(&["trunk", "remove", "carrier-a"]);
+        assert!(String::from_utf8_lossy(&refused.stderr).contains("+15551230000"));
+
+        // `trunk test`: a sipp carrier answers…
+        let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sipp/options_uas.xml");
+        let mut carrier = Command::new("sipp")
+            .args([
+                "-sf",
+                scenario,
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &sipp_port.to_string(),
+                "-m",
+                "1",
+                "-nostdin",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sipp");
+        std::thread::sleep(Duration::from_millis(300));
+        let r = env.json(&["trunk", "test", "carrier-a", "--json"]);
+        assert_eq!(r["probe"]["status"], 200, "{r}");
+        assert!(
+            r["probe"]["latency_ms"].as_f64().unwrap_or(-1.0) >= 0.0,
+            "{r}"
+        );
+        assert_eq!(r["probe"]["agent"], "sipp carrier");
+        assert!(carrier.wait().expect("sipp").success());
+        // …a closed port is a clear error, over UDP and TCP.
+        let closed = free_udp_port().to_string();
+        env.ok(&["trunk", "update", "carrier-a", "--port", &closed]);
+        let r = env.run(&["trunk", "test", "carrier-a", "--timeout", "2"]);
+        assert_eq!(r.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert!(
+            err.contains("not reachable") && err.contains("refused"),
+            "{err}"
+        );
+        env.ok(&["trunk", "update", "carrier-a", "--transport", "tcp"]);
+        let r = env.run(&["trunk", "test", "carrier-a", "--timeout", "2"]);
+        assert!(String::from_utf8_lossy(&r.stderr).contains("connection refused"));
+
+        env.ok(&["number", "remove", "+15551230000"]);
+        env.ok(&["trunk", "remove", "carrier-a"]);
+        assert!(env
+            .json(&["trunk", "list", "--json"])
+            .as_array()
+            .is_some_and(|a| a.is_empty()));
+    }
+}

@@ -8,6 +8,7 @@ pub mod edge;
 pub mod metrics;
 pub mod nonce;
 pub mod outbound;
+pub mod probe;
 pub mod registrar;
 pub mod sdp;
 pub mod server;

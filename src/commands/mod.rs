@@ -4,6 +4,7 @@
 pub mod calls;
 pub mod rates;
 pub mod sip;
+pub mod trunk;
 pub mod turn;
 pub mod wallet;
 
