@@ -141,6 +141,8 @@ pub enum TrunkCommand {
     Disable { name: String },
     /// Remove a trunk that carries no number.
     Remove { name: String },
+    /// Each host's view of each trunk: up/down from its OPTIONS probes, latency, last answer.
+    Health(JsonFlag),
     /// Send OPTIONS through the trunk and report reachability, latency and the answer.
     Test {
         name: String,

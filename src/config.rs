@@ -35,6 +35,8 @@ pub struct Config {
     pub turn: TurnSection,
     /// SIP: listeners, registrar, abuse guard, session timers.
     pub sip: SipSection,
+    /// Trunks: health checks.
+    pub trunks: TrunksSection,
     /// Logging.
     pub log: LogConfig,
 }
@@ -165,6 +167,31 @@ impl Default for TurnSection {
     }
 }
 
+/// `[trunks]`
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrunksSection {
+    /// Seconds between OPTIONS probes of each enabled trunk (0 = no health checks).
+    pub health_interval_secs: u64,
+    /// Seconds a probe waits for an answer.
+    pub health_timeout_secs: u64,
+    /// Failed probes in a row that mark a trunk down, and answered ones that bring it back.
+    pub down_after: u32,
+    pub up_after: u32,
+}
+
+impl Default for TrunksSection {
+    fn default() -> Self {
+        let p = sip_trunk::HealthPolicy::default();
+        Self {
+            health_interval_secs: 30,
+            health_timeout_secs: 5,
+            down_after: p.down_after,
+            up_after: p.up_after,
+        }
+    }
+}
+
 /// `[sip]`
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -277,6 +304,7 @@ impl Default for Config {
             billing: BillingSection::default(),
             turn: TurnSection::default(),
             sip: SipSection::default(),
+            trunks: TrunksSection::default(),
             log: LogConfig::default(),
         }
     }
@@ -469,6 +497,15 @@ impl Config {
         }
         self.turn_config()?;
         self.sip_config()?;
+        if self.trunks.health_timeout_secs == 0 {
+            return Err(("trunks.health_timeout_secs", "must be at least 1".into()));
+        }
+        if self.trunks.down_after == 0 || self.trunks.up_after == 0 {
+            return Err((
+                "trunks.down_after",
+                "down_after and up_after must be at least 1".into(),
+            ));
+        }
         Ok(())
     }
 

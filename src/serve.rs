@@ -130,6 +130,17 @@ pub async fn run(config: Config) -> Result<()> {
         Err((key, msg)) => anyhow::bail!("config key `{key}`: {msg}"),
     };
 
+    let health = if config.trunks.health_interval_secs > 0 {
+        Some(tokio::spawn(trunk_health(
+            db.clone(),
+            config.node_id.clone(),
+            config.trunks.clone(),
+            shutdown_rx.clone(),
+        )))
+    } else {
+        None
+    };
+
     let sip_config = config
         .sip_config()
         .map_err(|(key, msg)| anyhow::anyhow!("config key `{key}`: {msg}"))?;
@@ -172,6 +183,9 @@ pub async fn run(config: Config) -> Result<()> {
     let _ = shutdown_tx.send(true);
     http.await.context("http task")?.context("http server")?;
     let _ = tokio::join!(janitor, watcher);
+    if let Some(h) = health {
+        let _ = h.await;
+    }
     sip.shutdown().await;
     if let Some(t) = turn.and_then(|t| Arc::try_unwrap(t).ok()) {
         t.close().await;
@@ -182,6 +196,81 @@ pub async fn run(config: Config) -> Result<()> {
     db.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Probes every enabled trunk with OPTIONS each `health_interval_secs`, keeps their
+/// up/down state with hysteresis, logs changes and records this host's view in the
+/// database (`papercup trunk list` shows it). Trunks added or removed with the CLI are
+/// picked up at the next round.
+async fn trunk_health(
+    db: storage::Db,
+    node_id: String,
+    cfg: crate::config::TrunksSection,
+    mut stop: watch::Receiver<bool>,
+) {
+    use std::collections::HashMap;
+    let policy = sip_trunk::HealthPolicy {
+        down_after: cfg.down_after,
+        up_after: cfg.up_after,
+    };
+    let timeout = Duration::from_secs(cfg.health_timeout_secs);
+    let mut states: HashMap<i64, sip_trunk::TrunkHealth> = HashMap::new();
+    loop {
+        match sip_trunk::store::trunks(&db).await {
+            Ok(trunks) => {
+                states.retain(|id, _| trunks.iter().any(|t| t.id == *id && t.enabled));
+                let mut probes = tokio::task::JoinSet::new();
+                for t in trunks.into_iter().filter(|t| t.enabled) {
+                    probes.spawn(async move {
+                        let port = t.port.unwrap_or(t.transport.default_port());
+                        let uri = format!("sip:{}:{port}", t.host);
+                        let r = signaling::probe::options_probe(
+                            &t.host,
+                            port,
+                            t.transport.as_str(),
+                            &uri,
+                            timeout,
+                        )
+                        .await;
+                        (t, r)
+                    });
+                }
+                while let Some(done) = probes.join_next().await {
+                    let Ok((t, r)) = done else { continue };
+                    let h = states.entry(t.id).or_default();
+                    let changed = match &r {
+                        Ok(p) => h.record(
+                            policy,
+                            Some(p.latency_ms),
+                            format!("{} {}", p.status, p.reason),
+                        ),
+                        Err(e) => h.record(policy, None, e.to_string()),
+                    };
+                    if let Some(state) = changed {
+                        match state {
+                            sip_trunk::Health::Down => {
+                                tracing::warn!(trunk = %t.name, result = %h.last_result, "trunk down")
+                            }
+                            _ => {
+                                tracing::info!(trunk = %t.name, state = state.as_str(), latency_ms = ?h.latency_ms, "trunk state")
+                            }
+                        }
+                    }
+                    let now = chrono::Utc::now().timestamp_millis();
+                    if let Err(e) =
+                        sip_trunk::store::record_health(&db, t.id, &node_id, h, now).await
+                    {
+                        tracing::error!(error = %e, "recording trunk health failed");
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "loading trunks for health checks failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(cfg.health_interval_secs)) => {}
+            _ = stop.changed() => return,
+        }
+    }
 }
 
 async fn shutdown_signal() {

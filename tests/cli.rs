@@ -768,3 +768,80 @@ async fn trunks_and_numbers_from_the_cli() {
             .is_some_and(|a| a.is_empty()));
     }
 }
+
+/// A running server probes a trunk added with the CLI (no restart), marks it down when its
+/// OPTIONS stop being answered and up again when answers return.
+#[tokio::test]
+async fn trunk_health_follows_the_carrier() {
+    let env = envs().await.into_iter().next().expect("a database");
+    let mut serve = env.cmd(&["serve"]);
+    serve
+        .env("PAPERCUP_TRUNKS__HEALTH_INTERVAL_SECS", "1")
+        .env("PAPERCUP_TRUNKS__HEALTH_TIMEOUT_SECS", "1");
+    let (mut server, _http) = start_serve(serve);
+    let port = free_udp_port();
+    env.ok(&[
+        "trunk",
+        "add",
+        "carrier",
+        "--provider",
+        "generic",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+    ]);
+    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sipp/options_uas.xml");
+    let carrier = || {
+        Command::new("sipp")
+            .args([
+                "-sf",
+                scenario,
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-nostdin",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sipp")
+    };
+    let wait_for = |state: &str| {
+        let start = Instant::now();
+        loop {
+            let h = env.json(&["trunk", "health", "--json"]);
+            if h[0]["state"] == state {
+                return h[0].clone();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "never {state}: {h}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let mut sipp = carrier();
+    let up = wait_for("up");
+    assert_eq!(up["node_id"], "cli-test");
+    assert!(up["latency_ms"].as_f64().is_some(), "{up}");
+    assert_eq!(up["last_result"], "200 OK");
+    let _ = sipp.kill();
+    let _ = sipp.wait();
+    let down = wait_for("down");
+    assert!(
+        down["last_result"]
+            .as_str()
+            .unwrap_or("")
+            .contains("refused"),
+        "{down}"
+    );
+    let text = env.ok(&["trunk", "list"]);
+    assert!(text.contains("down on cli-test"), "{text}");
+    let mut sipp = carrier();
+    wait_for("up");
+    let _ = sipp.kill();
+    let _ = sipp.wait();
+    stop(&mut server);
+}

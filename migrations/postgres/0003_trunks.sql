@@ -36,3 +36,14 @@ CREATE TABLE numbers (
     updated_at BIGINT NOT NULL
 );
 CREATE INDEX numbers_trunk ON numbers (trunk_id);
+
+-- Each host's view of each trunk (OPTIONS probes with hysteresis), for operators.
+CREATE TABLE trunk_health (
+    trunk_id    BIGINT NOT NULL REFERENCES trunks (id) ON DELETE CASCADE,
+    node_id     TEXT   NOT NULL,
+    state       TEXT   NOT NULL CHECK (state IN ('unknown', 'up', 'down')),
+    latency_us  BIGINT,
+    last_result TEXT   NOT NULL DEFAULT '',
+    checked_at  BIGINT NOT NULL,
+    PRIMARY KEY (trunk_id, node_id)
+);

@@ -513,3 +513,63 @@ pub async fn remove_number(db: &Db, e164: &str) -> Result<(), TrunkError> {
     }
     Ok(())
 }
+
+/// One host's view of one trunk.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct HealthRow {
+    pub trunk: String,
+    pub node_id: String,
+    pub state: String,
+    pub latency_ms: Option<f64>,
+    pub last_result: String,
+    pub checked_at: i64,
+}
+
+/// Records this host's view of a trunk.
+pub async fn record_health(
+    db: &Db,
+    trunk_id: i64,
+    node_id: &str,
+    h: &crate::health::TrunkHealth,
+    now: i64,
+) -> Result<(), TrunkError> {
+    sqlx::query(
+        "INSERT INTO trunk_health (trunk_id, node_id, state, latency_us, last_result, checked_at) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (trunk_id, node_id) DO UPDATE SET \
+         state = $3, latency_us = $4, last_result = $5, checked_at = $6",
+    )
+    .bind(trunk_id)
+    .bind(node_id)
+    .bind(h.state.as_str())
+    .bind(h.latency_ms.map(|l| (l * 1000.0).round() as i64))
+    .bind(&h.last_result)
+    .bind(now)
+    .execute(db.pool())
+    .await?;
+    Ok(())
+}
+
+/// Every host's view of every trunk, by trunk then host.
+pub async fn health(db: &Db) -> Result<Vec<HealthRow>, TrunkError> {
+    let rows = sqlx::query(
+        "SELECT t.name, h.node_id, h.state, h.latency_us, h.last_result, h.checked_at \
+         FROM trunk_health h JOIN trunks t ON t.id = h.trunk_id ORDER BY t.name, h.node_id",
+    )
+    .fetch_all(db.pool())
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            Ok(HealthRow {
+                trunk: r.try_get("name")?,
+                node_id: r.try_get("node_id")?,
+                state: r.try_get("state")?,
+                latency_ms: r
+                    .try_get::<Option<i64>, _>("latency_us")?
+                    .map(|us| us as f64 / 1000.0),
+                last_result: r.try_get("last_result")?,
+                checked_at: r.try_get("checked_at")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()?)
+}

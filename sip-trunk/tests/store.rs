@@ -110,6 +110,28 @@ async fn trunks_and_numbers_on_both_databases() {
             "s3cret-trunk-pass"
         );
 
+        // Each host's view of the trunk's health.
+        let mut h = sip_trunk::TrunkHealth::default();
+        h.record(sip_trunk::HealthPolicy::default(), Some(12.5), "200 OK");
+        store::record_health(db, u.id, "node-a", &h, 5_000)
+            .await
+            .expect("health");
+        h.record(sip_trunk::HealthPolicy::default(), None, "timeout");
+        store::record_health(db, u.id, "node-a", &h, 6_000)
+            .await
+            .expect("health again");
+        let rows = store::health(db).await.expect("rows");
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            (
+                rows[0].state.as_str(),
+                rows[0].latency_ms,
+                rows[0].checked_at
+            ),
+            ("up", Some(12.5), 6_000)
+        );
+        assert_eq!(rows[0].last_result, "timeout");
+
         // Numbers.
         let n = store::add_number(db, "+15551230000", "twilio-us")
             .await

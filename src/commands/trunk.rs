@@ -137,6 +137,7 @@ async fn trunk_inner(db: &storage::Db, cmd: TrunkCommand) -> Result<()> {
         }
         TrunkCommand::List(j) => {
             let trunks = store::trunks(db).await?;
+            let health = store::health(db).await?;
             list(
                 &trunks,
                 j.json,
@@ -146,12 +147,18 @@ async fn trunk_inner(db: &storage::Db, cmd: TrunkCommand) -> Result<()> {
                     "provider",
                     "termination",
                     "state",
+                    "health",
                     "priority",
                     "weight",
                     "cps",
                     "channels",
                 ],
                 |t| {
+                    let h: Vec<String> = health
+                        .iter()
+                        .filter(|h| h.trunk == t.name)
+                        .map(|h| format!("{} on {}", h.state, h.node_id))
+                        .collect();
                     vec![
                         t.name.clone(),
                         t.provider.as_str().into(),
@@ -162,6 +169,11 @@ async fn trunk_inner(db: &storage::Db, cmd: TrunkCommand) -> Result<()> {
                             t.transport.as_str()
                         ),
                         if t.enabled { "enabled" } else { "disabled" }.into(),
+                        if h.is_empty() {
+                            "not probed".into()
+                        } else {
+                            h.join(", ")
+                        },
                         t.priority.to_string(),
                         t.weight.to_string(),
                         t.max_cps.to_string(),
@@ -212,6 +224,34 @@ async fn trunk_inner(db: &storage::Db, cmd: TrunkCommand) -> Result<()> {
         TrunkCommand::Remove { name } => {
             store::remove(db, &name).await?;
             println!("trunk {name} removed");
+        }
+        TrunkCommand::Health(j) => {
+            let rows = store::health(db).await?;
+            list(
+                &rows,
+                j.json,
+                "no trunk probed yet (a running server probes every trunks.health_interval_secs)",
+                &[
+                    "trunk",
+                    "host",
+                    "state",
+                    "latency",
+                    "last answer",
+                    "checked",
+                ],
+                |h| {
+                    vec![
+                        h.trunk.clone(),
+                        h.node_id.clone(),
+                        h.state.clone(),
+                        h.latency_ms
+                            .map(|l| format!("{l:.1} ms"))
+                            .unwrap_or_else(|| "-".into()),
+                        h.last_result.clone(),
+                        ts(h.checked_at),
+                    ]
+                },
+            )?;
         }
         TrunkCommand::Test {
             name,
