@@ -4,6 +4,8 @@
 //! Run: `cargo bench --bench billing_cycles` (PostgreSQL when PAPERCUP_BENCH_PG_URL or
 //! PAPERCUP_TEST_PG_URL names a server; scripts/bench starts one).
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,14 +18,7 @@ const CALLS: usize = 100;
 const SECONDS: u64 = 10;
 
 async fn run(url: &str, label: &str) -> anyhow::Result<()> {
-    let db = storage::Db::open(
-        url,
-        &storage::DbOptions {
-            max_connections: 20,
-            ..storage::DbOptions::default()
-        },
-    )
-    .await?;
+    let db = common::open_db(url).await?;
     let b = Billing::new(db, Arc::new(SystemClock), "bench", BillingConfig::default()).await?;
     let rate = Rate {
         prefix: "44".into(),
@@ -115,10 +110,8 @@ async fn main() -> anyhow::Result<()> {
         "SQLite (file, WAL)",
     )
     .await?;
-    match std::env::var("PAPERCUP_BENCH_PG_URL").or_else(|_| std::env::var("PAPERCUP_TEST_PG_URL"))
-    {
-        Ok(url) => run(&url, "PostgreSQL (loopback)").await?,
-        Err(_) => eprintln!("PostgreSQL skipped: set PAPERCUP_BENCH_PG_URL"),
+    if let Some(url) = common::pg_url() {
+        run(&url, "PostgreSQL (loopback)").await?;
     }
     Ok(())
 }

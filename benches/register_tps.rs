@@ -21,14 +21,7 @@ const SEATS: usize = 1_000;
 const PASSWORD: &str = "bench-password";
 
 async fn run(url: &str, label: &str, rates: &[u32]) -> anyhow::Result<()> {
-    let db = storage::Db::open(
-        url,
-        &storage::DbOptions {
-            max_connections: 20,
-            ..storage::DbOptions::default()
-        },
-    )
-    .await?;
+    let db = common::open_db(url).await?;
     // Seats of this run (a fresh prefix: PostgreSQL keeps earlier runs' rows).
     let run_id: u32 = rand::random::<u32>() % 1_000_000;
     let now = 1_000i64;
@@ -103,10 +96,8 @@ async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let url = format!("sqlite://{}/bench.db", dir.path().display());
     run(&url, "SQLite (file, WAL)", &[500, 1000, 2000]).await?;
-    match std::env::var("PAPERCUP_BENCH_PG_URL").or_else(|_| std::env::var("PAPERCUP_TEST_PG_URL"))
-    {
-        Ok(url) => run(&url, "PostgreSQL (loopback)", &[500, 1000, 2000]).await?,
-        Err(_) => eprintln!("PostgreSQL skipped: set PAPERCUP_BENCH_PG_URL"),
+    if let Some(url) = common::pg_url() {
+        run(&url, "PostgreSQL (loopback)", &[500, 1000, 2000]).await?;
     }
     Ok(())
 }

@@ -148,14 +148,7 @@ pub async fn run(config: Config) -> Result<()> {
         .await
         .context("starting SIP")?;
     // Printed before the HTTP line: when that one appears, SIP is listening too.
-    println!(
-        "papercup sip listening {}",
-        sip.addrs()
-            .iter()
-            .map(|(t, a)| format!("{}:{a}", t.to_string().to_ascii_lowercase()))
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
+    println!("papercup sip listening {}", sip.listening().join(" "));
 
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
@@ -222,16 +215,7 @@ async fn trunk_health(
                 let mut probes = tokio::task::JoinSet::new();
                 for t in trunks.into_iter().filter(|t| t.enabled) {
                     probes.spawn(async move {
-                        let port = t.port.unwrap_or(t.transport.default_port());
-                        let uri = format!("sip:{}:{port}", t.host);
-                        let r = signaling::probe::options_probe(
-                            &t.host,
-                            port,
-                            t.transport.as_str(),
-                            &uri,
-                            timeout,
-                        )
-                        .await;
+                        let r = signaling::probe::probe_trunk(&t, timeout).await;
                         (t, r)
                     });
                 }

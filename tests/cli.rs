@@ -43,6 +43,20 @@ impl Env {
         self.cmd(args).output().expect("run papercup")
     }
 
+    /// Runs `papercup args` with `input` on its standard input (a password, say).
+    fn run_with_stdin(&self, args: &[&str], input: &str) -> Output {
+        let mut child = self
+            .cmd(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run papercup");
+        std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), input.as_bytes())
+            .expect("write stdin");
+        child.wait_with_output().expect("wait")
+    }
+
     fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
         assert!(
@@ -491,25 +505,22 @@ async fn baresip_registers_and_its_binding_is_listed() {
         "--owner",
         "acme",
     ]);
-    let mut create = env.cmd(&[
-        "seat",
-        "create",
-        "desk1",
-        "--wallet",
-        "1",
-        "--password-stdin",
-    ]);
-    let mut child = create
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("seat create");
-    std::io::Write::write_all(
-        &mut child.stdin.take().expect("stdin"),
-        b"desk-phone-pass\n",
-    )
-    .expect("password");
-    assert!(child.wait().expect("wait").success());
+    let out = env.run_with_stdin(
+        &[
+            "seat",
+            "create",
+            "desk1",
+            "--wallet",
+            "1",
+            "--password-stdin",
+        ],
+        "desk-phone-pass\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let seats = env.json(&["seat", "list", "--json"]);
     assert_eq!(seats[0]["username"], "desk1");
 
@@ -628,36 +639,27 @@ async fn trunks_and_numbers_from_the_cli() {
     const SECRET: &str = "trunk-pass-never-shown";
     for env in envs().await {
         let sipp_port = free_udp_port();
-        let mut add = env.cmd(&[
-            "trunk",
-            "add",
-            "carrier-a",
-            "--provider",
-            "twilio",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &sipp_port.to_string(),
-            "--username",
-            "acme",
-            "--password-stdin",
-            "--caller-ids",
-            "+15551230000,+1555999*",
-            "--inbound-sources",
-            "127.0.0.1/32",
-        ]);
-        let mut child = add
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("trunk add");
-        std::io::Write::write_all(
-            &mut child.stdin.take().expect("stdin"),
-            format!("{SECRET}\n").as_bytes(),
-        )
-        .expect("password");
-        let out = child.wait_with_output().expect("wait");
+        let out = env.run_with_stdin(
+            &[
+                "trunk",
+                "add",
+                "carrier-a",
+                "--provider",
+                "twilio",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &sipp_port.to_string(),
+                "--username",
+                "acme",
+                "--password-stdin",
+                "--caller-ids",
+                "+15551230000,+1555999*",
+                "--inbound-sources",
+                "127.0.0.1/32",
+            ],
+            &format!("{SECRET}\n"),
+        );
         assert!(
             out.status.success(),
             "{}",

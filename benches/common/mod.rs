@@ -18,3 +18,27 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("free port")
 }
+
+/// A database for a bench: pool of 20 (the benches run many tasks at once).
+pub async fn open_db(url: &str) -> anyhow::Result<storage::Db> {
+    Ok(storage::Db::open(
+        url,
+        &storage::DbOptions {
+            max_connections: 20,
+            ..storage::DbOptions::default()
+        },
+    )
+    .await?)
+}
+
+/// The PostgreSQL server to bench against (PAPERCUP_BENCH_PG_URL, else
+/// PAPERCUP_TEST_PG_URL), or `None` after saying how to get the PostgreSQL rows.
+pub fn pg_url() -> Option<String> {
+    let url = std::env::var("PAPERCUP_BENCH_PG_URL")
+        .or_else(|_| std::env::var("PAPERCUP_TEST_PG_URL"))
+        .ok();
+    if url.is_none() {
+        eprintln!("PostgreSQL skipped: set PAPERCUP_BENCH_PG_URL");
+    }
+    url
+}

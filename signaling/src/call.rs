@@ -39,6 +39,19 @@ pub enum EndReason {
     Failed(String),
 }
 
+impl std::fmt::Display for EndReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EndReason::LocalHangup => f.write_str("local hangup"),
+            EndReason::RemoteHangup => f.write_str("remote hangup"),
+            EndReason::Cancelled => f.write_str("cancelled"),
+            EndReason::Rejected(s) => write!(f, "rejected {s}"),
+            EndReason::SessionExpired => f.write_str("session expired"),
+            EndReason::Failed(w) => write!(f, "failed: {w}"),
+        }
+    }
+}
+
 /// What happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {

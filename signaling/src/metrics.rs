@@ -16,8 +16,6 @@ pub struct SipMetrics {
     requests: [AtomicU64; METHODS.len()],
     /// Responses we sent, by class 1xx..6xx.
     responses_sent: [AtomicU64; 6],
-    /// Responses we received, by class.
-    responses_received: [AtomicU64; 6],
     pub malformed: AtomicU64,
     pub auth_failures: AtomicU64,
     pub auth_successes: AtomicU64,
@@ -36,7 +34,6 @@ pub struct SipMetrics {
 pub struct SipMetricsSnapshot {
     pub requests: Vec<(String, u64)>,
     pub responses_sent: Vec<(String, u64)>,
-    pub responses_received: Vec<(String, u64)>,
     pub malformed: u64,
     pub auth_failures: u64,
     pub auth_successes: u64,
@@ -77,20 +74,8 @@ impl SipMetrics {
         }
     }
 
-    pub fn response_received(&self, status: u16) {
-        if let Some(c) = class_index(status).and_then(|i| self.responses_received.get(i)) {
-            c.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
     pub fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn requests_of(&self, method: &str) -> u64 {
-        self.requests
-            .get(method_index(method))
-            .map_or(0, |c| c.load(Ordering::Relaxed))
     }
 
     pub fn snapshot(&self) -> SipMetricsSnapshot {
@@ -108,7 +93,6 @@ impl SipMetrics {
                 .map(|(m, c)| ((*m).to_string(), load(c)))
                 .collect(),
             responses_sent: classes(&self.responses_sent),
-            responses_received: classes(&self.responses_received),
             malformed: load(&self.malformed),
             auth_failures: load(&self.auth_failures),
             auth_successes: load(&self.auth_successes),

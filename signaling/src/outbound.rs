@@ -188,6 +188,7 @@ impl SipServer {
             deadline: None,
             answered: false,
             min_se: cfg.min_se,
+            ended: None,
         };
         tokio::spawn(driver.run(state_rx, cmd_rx, invite));
         Ok(CallHandle {
@@ -208,6 +209,8 @@ struct Driver {
     deadline: Option<Instant>,
     answered: bool,
     min_se: u32,
+    /// Why the call ended, once it has.
+    ended: Option<EndReason>,
 }
 
 type InviteJoin = tokio::task::JoinHandle<rsipstack::dialog::invitation::InviteAsyncResult>;
@@ -274,7 +277,12 @@ impl Driver {
                 self.execute(o, &mut pending).await;
             }
         }
-        debug!(call_id = %self.dialog.id().call_id, "call ended");
+        let reason = self
+            .ended
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        debug!(call_id = %self.dialog.id().call_id, %reason, "call ended");
     }
 
     fn translate(
@@ -358,6 +366,9 @@ impl Driver {
     async fn execute(&mut self, o: Output, pending: &mut Option<(Request, TransactionHandle)>) {
         match o {
             Output::Notify(u) => {
+                if let Update::Ended(r) = &u {
+                    self.ended = Some(r.clone());
+                }
                 let _ = self.updates.send(u);
             }
             Output::SendCancel => {
@@ -436,17 +447,5 @@ impl Driver {
             Output::ArmTimer(d) => self.deadline = Some(Instant::now() + d),
             Output::DisarmTimer => self.deadline = None,
         }
-    }
-}
-
-/// An `EndReason` as text for logs and CDRs.
-pub fn describe(reason: &EndReason) -> String {
-    match reason {
-        EndReason::LocalHangup => "local hangup".into(),
-        EndReason::RemoteHangup => "remote hangup".into(),
-        EndReason::Cancelled => "cancelled".into(),
-        EndReason::Rejected(s) => format!("rejected {s}"),
-        EndReason::SessionExpired => "session expired".into(),
-        EndReason::Failed(w) => format!("failed: {w}"),
     }
 }

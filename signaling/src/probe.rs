@@ -144,6 +144,11 @@ pub async fn options_probe(
             }
         }
     };
+    let malformed = |reason: String| ProbeError::Malformed {
+        target,
+        transport: t.clone(),
+        reason,
+    };
     let timed_out = || ProbeError::Timeout {
         target,
         transport: t.clone(),
@@ -173,13 +178,7 @@ pub async fn options_probe(
                 match tokio::time::timeout(wait.min(left), sock.recv(&mut buf)).await {
                     Ok(Ok(n)) => match final_response(&buf[..n]) {
                         Some(Ok(r)) => break r,
-                        Some(Err(reason)) => {
-                            return Err(ProbeError::Malformed {
-                                target,
-                                transport: t.clone(),
-                                reason,
-                            })
-                        }
+                        Some(Err(reason)) => return Err(malformed(reason)),
                         None => continue, // 1xx: keep waiting
                     },
                     Ok(Err(e)) => return Err(io(e)),
@@ -213,13 +212,7 @@ pub async fn options_probe(
                 got.extend_from_slice(&buf[..n]);
                 match final_response(&got) {
                     Some(Ok(r)) => break r,
-                    Some(Err(reason)) => {
-                        return Err(ProbeError::Malformed {
-                            target,
-                            transport: t.clone(),
-                            reason,
-                        })
-                    }
+                    Some(Err(reason)) => return Err(malformed(reason)),
                     None => {
                         // Drop a complete provisional response and read on.
                         if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -241,6 +234,21 @@ pub async fn options_probe(
         latency_ms: start.elapsed().as_secs_f64() * 1000.0,
         agent,
     })
+}
+
+/// Probes `trunk` (its host, port, transport) with OPTIONS.
+pub async fn probe_trunk(
+    trunk: &sip_trunk::Trunk,
+    timeout: Duration,
+) -> Result<ProbeResult, ProbeError> {
+    options_probe(
+        &trunk.host,
+        trunk.port_or_default(),
+        trunk.transport.as_str(),
+        &trunk.options_uri(),
+        timeout,
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -61,12 +61,23 @@ pub struct Reply {
 }
 
 impl Reply {
-    fn new(status: StatusCode, reason: impl Into<String>) -> Self {
+    /// A reply with no extra header.
+    pub fn new(status: StatusCode, reason: impl Into<String>) -> Self {
         Self {
             status,
             headers: Vec::new(),
             reason: reason.into(),
         }
+    }
+
+    /// A refusal that tells the peer why: `Warning: 399 papercup "<reason>"`.
+    pub fn refusal(status: StatusCode, reason: impl Into<String>) -> Self {
+        let reason = reason.into();
+        let mut r = Self::new(status, reason.clone());
+        r.headers.push(Header::Warning(
+            format!("399 papercup \"{}\"", reason.replace('"', "'")).into(),
+        ));
+        r
     }
 }
 
@@ -90,12 +101,6 @@ pub struct Registrar {
     metrics: Arc<SipMetrics>,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 impl Registrar {
     pub fn new(
         config: RegistrarConfig,
@@ -117,11 +122,6 @@ impl Registrar {
 
     pub fn config(&self) -> &RegistrarConfig {
         &self.config
-    }
-
-    /// The nonce store (tests and benches inspect it).
-    pub fn nonces(&self) -> &NonceStore {
-        &self.nonces
     }
 
     fn challenge(&self, proxy: bool, stale: bool, reason: &str) -> Reply {
@@ -152,11 +152,7 @@ impl Registrar {
             warn!(%source, "source blocked after repeated authentication failures");
         }
         debug!(%source, %reason, "authentication failed");
-        let mut reply = Reply::new(StatusCode::Forbidden, reason.clone());
-        reply.headers.push(Header::Warning(
-            format!("399 papercup \"{}\"", reason.replace('"', "'")).into(),
-        ));
-        reply
+        Reply::refusal(StatusCode::Forbidden, reason)
     }
 
     /// Verifies the digest credentials of `req` (`Authorization`, or `Proxy-Authorization`
@@ -335,7 +331,7 @@ impl Registrar {
                 _ => {}
             }
         }
-        let now = now_ms();
+        let now = storage::now_ms();
         let mut changes = Vec::new();
         let star = contacts.iter().any(|c| c.uri.to_string().trim() == "*");
         if star {
@@ -429,28 +425,9 @@ impl Registrar {
 
 /// RFC 1123 date for the Date header (phones without NTP set their clock from it).
 fn httpdate_now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if mo <= 2 { y + 1 } else { y };
-    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][(days % 7) as usize];
-    let month = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ][(mo - 1) as usize];
-    format!("{weekday}, {d:02} {month} {y} {h:02}:{m:02}:{s:02} GMT")
+    chrono::Utc::now()
+        .format("%a, %d %b %Y %H:%M:%S GMT")
+        .to_string()
 }
 
 #[cfg(test)]

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::sip::prelude::HeadersExt;
 use rsipstack::sip::{Header, Method, SipMessage, StatusCode, Transport};
-use rsipstack::transaction::endpoint::EndpointInnerRef;
 use rsipstack::transaction::Transaction;
 use rsipstack::transport::udp::UdpConnection;
 use rsipstack::transport::{
@@ -183,7 +182,6 @@ impl SipStatus {
 
 /// A running SIP core.
 pub struct SipServer {
-    endpoint: EndpointInnerRef,
     dialogs: Arc<DialogLayer>,
     registrar: Arc<Registrar>,
     abuse: Arc<AbuseGuard>,
@@ -360,7 +358,6 @@ impl SipServer {
         }));
         info!(?addrs, "sip listening");
         Ok(Self {
-            endpoint: inner,
             dialogs,
             registrar,
             abuse,
@@ -395,16 +392,20 @@ impl SipServer {
             .map(|(_, a)| *a)
     }
 
+    /// The listeners as `transport:ip:port` (`udp:127.0.0.1:5060`).
+    pub fn listening(&self) -> Vec<String> {
+        self.addrs
+            .iter()
+            .map(|(t, a)| format!("{}:{a}", t.to_string().to_ascii_lowercase()))
+            .collect()
+    }
+
     /// A handle for status reporting.
     pub fn status(&self) -> SipStatus {
         SipStatus {
             metrics: self.metrics.clone(),
             abuse: self.abuse.clone(),
-            addrs: self
-                .addrs
-                .iter()
-                .map(|(t, a)| format!("{}:{a}", t.to_string().to_ascii_lowercase()))
-                .collect(),
+            addrs: self.listening(),
         }
     }
 
@@ -422,10 +423,6 @@ impl SipServer {
 
     pub fn dialogs(&self) -> &Arc<DialogLayer> {
         &self.dialogs
-    }
-
-    pub fn endpoint(&self) -> &EndpointInnerRef {
-        &self.endpoint
     }
 
     pub fn config(&self) -> &SipConfig {
@@ -499,24 +496,13 @@ impl Dispatch {
     /// check (422), then the router decides.
     async fn invite_from_seat(&self, tx: &Transaction, source: SocketAddr) -> Reply {
         let req = &tx.original;
-        let reply = |status: StatusCode, reason: String| {
-            let mut r = Reply {
-                status,
-                headers: Vec::new(),
-                reason: reason.clone(),
-            };
-            r.headers.push(Header::Warning(
-                format!("399 papercup \"{}\"", reason.replace('"', "'")).into(),
-            ));
-            r
-        };
         let Some(user) = req
             .from_header()
             .ok()
             .and_then(|f| f.uri().ok())
             .and_then(|u| u.user().map(str::to_string))
         else {
-            return reply(StatusCode::BadRequest, "From has no user part".into());
+            return Reply::refusal(StatusCode::BadRequest, "From has no user part");
         };
         let seat = match self
             .registrar
@@ -533,7 +519,7 @@ impl Dispatch {
         if let crate::session_timer::Negotiation::TooSmall { min_se } =
             crate::session_timer::negotiate_request(se.as_deref(), self.min_se, false)
         {
-            let mut r = reply(
+            let mut r = Reply::refusal(
                 StatusCode::SessionIntervalTooSmall,
                 format!("Session-Expires below Min-SE {min_se}"),
             );
@@ -549,7 +535,7 @@ impl Dispatch {
         match router.route(&seat, &target) {
             Route::Reject { status, reason } => {
                 info!(seat = %seat.username, %target, status, %reason, "call refused");
-                reply(StatusCode::from(status), reason)
+                Reply::refusal(StatusCode::from(status), reason)
             }
         }
     }
@@ -582,11 +568,7 @@ impl Dispatch {
                 self.reply(&mut tx, reply).await;
             }
             Method::Options => {
-                let mut r = Reply {
-                    status: StatusCode::OK,
-                    headers: Vec::new(),
-                    reason: String::new(),
-                };
+                let mut r = Reply::new(StatusCode::OK, "");
                 r.headers.push(Header::Allow(ALLOW.into()));
                 r.headers.push(Header::Accept("application/sdp".into()));
                 r.headers.push(Header::Supported("timer".into()));
@@ -614,11 +596,7 @@ impl Dispatch {
                     }
                 };
                 let allow = status == StatusCode::MethodNotAllowed;
-                let mut r = Reply {
-                    status,
-                    headers: Vec::new(),
-                    reason: String::new(),
-                };
+                let mut r = Reply::new(status, "");
                 if allow {
                     r.headers.push(Header::Allow(ALLOW.into()));
                 }

@@ -114,12 +114,6 @@ fn valid_username(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 /// Creates a seat paying from `wallet_id`, with `password` kept only as HA1 for `realm`.
 pub async fn create_seat(
     db: &Db,
@@ -142,7 +136,7 @@ pub async fn create_seat(
     if wallet.is_none() {
         return Err(StoreError::UnknownWallet(wallet_id));
     }
-    let now = now_ms();
+    let now = storage::now_ms();
     let row = sqlx::query(&format!(
         "INSERT INTO seats (username, wallet_id, display_name, realm, ha1_md5, ha1_sha256, \
          disabled, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $7) \
@@ -180,7 +174,7 @@ pub async fn set_password(
     .bind(realm)
     .bind(ha1(Algorithm::Md5, username, realm, password))
     .bind(ha1(Algorithm::Sha256, username, realm, password))
-    .bind(now_ms())
+    .bind(storage::now_ms())
     .bind(username)
     .execute(db.pool())
     .await?;
@@ -195,7 +189,7 @@ pub async fn set_disabled(db: &Db, username: &str, disabled: bool) -> Result<(),
     let mut tx = db.pool().begin().await?;
     let done = sqlx::query("UPDATE seats SET disabled = $1, updated_at = $2 WHERE username = $3")
         .bind(i64::from(disabled))
-        .bind(now_ms())
+        .bind(storage::now_ms())
         .bind(username)
         .execute(&mut *tx)
         .await?;

@@ -66,6 +66,18 @@ pub struct Trunk {
     pub updated_at: i64,
 }
 
+impl Trunk {
+    /// The port calls and probes go to: the configured one, else the transport's default.
+    pub fn port_or_default(&self) -> u16 {
+        self.port.unwrap_or(self.transport.default_port())
+    }
+
+    /// The Request-URI of an OPTIONS probe: `sip:host:port`.
+    pub fn options_uri(&self) -> String {
+        format!("sip:{}:{}", self.host, self.port_or_default())
+    }
+}
+
 /// A trunk with its digest password, for signaling only.
 #[derive(Clone)]
 pub struct TrunkSecret {
@@ -234,12 +246,6 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<TrunkSecret, sqlx::Error> {
     })
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
@@ -261,7 +267,7 @@ pub async fn add(db: &Db, name: &str, s: &TrunkSettings) -> Result<Trunk, TrunkE
         .provider
         .ok_or_else(|| invalid("provider", "required (twilio, telnyx, generic)"))?;
     let host = s.host.clone().ok_or_else(|| invalid("host", "required"))?;
-    let now = now_ms();
+    let now = storage::now_ms();
     let row = sqlx::query(&format!(
         "INSERT INTO trunks (name, provider, host, port, transport, srtp, username, password, \
          caller_ids, codecs, max_channels, max_cps, priority, weight, enabled, inbound_sources, \
@@ -368,7 +374,7 @@ pub async fn update(db: &Db, name: &str, s: &TrunkSettings) -> Result<Trunk, Tru
             .unwrap_or_else(|| t.inbound_sources.clone())
             .join(","),
     )
-    .bind(now_ms())
+    .bind(storage::now_ms())
     .bind(name)
     .execute(db.pool())
     .await?;
@@ -420,7 +426,7 @@ pub async fn add_number(db: &Db, e164: &str, trunk_name: &str) -> Result<Number,
         ));
     }
     let t = trunk(db, trunk_name).await?;
-    let now = now_ms();
+    let now = storage::now_ms();
     let done = sqlx::query(
         "INSERT INTO numbers (e164, trunk_id, target, created_at, updated_at) \
          VALUES ($1, $2, '', $3, $3) ON CONFLICT (e164) DO NOTHING",
@@ -492,7 +498,7 @@ pub async fn assign_number(
     .bind(owner_kind)
     .bind(owner_ref.trim())
     .bind(target)
-    .bind(now_ms())
+    .bind(storage::now_ms())
     .bind(e164)
     .execute(db.pool())
     .await?;

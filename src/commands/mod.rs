@@ -14,11 +14,25 @@ use anyhow::{Context, Result};
 
 use crate::config::Config;
 
+/// Opens the database (applying pending migrations) for a command.
+pub async fn open_db(config: &Config) -> Result<storage::Db> {
+    storage::Db::open(&config.database.url, &config.db_options())
+        .await
+        .context("opening the database")
+}
+
+/// The first line of standard input, without its line end: secrets never come from argv.
+pub fn read_secret(what: &str) -> Result<String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .with_context(|| format!("reading the {what} from standard input"))?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
 /// Opens the database and the billing engine for a command.
 pub async fn open_billing(config: &Config) -> Result<billing::Billing> {
-    let db = storage::Db::open(&config.database.url, &config.db_options())
-        .await
-        .context("opening the database")?;
+    let db = open_db(config).await?;
     let b = billing::Billing::new(
         db,
         Arc::new(billing::SystemClock),

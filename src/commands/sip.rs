@@ -1,18 +1,12 @@
 //! `papercup seat …` and `papercup registrations …`
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use rand::Rng;
 use signaling::store;
 
 use crate::cli::{RegistrationsCommand, SeatCommand, SipCommand};
 use crate::config::Config;
 use crate::output::{json, list, ts};
-
-async fn open_db(config: &Config) -> Result<storage::Db> {
-    storage::Db::open(&config.database.url, &config.db_options())
-        .await
-        .context("opening the database")
-}
 
 fn realm(config: &Config) -> Result<String> {
     Ok(config
@@ -25,12 +19,7 @@ fn realm(config: &Config) -> Result<String> {
 /// The password from standard input, or a generated one (returned with `true`).
 fn password(from_stdin: bool) -> Result<(String, bool)> {
     if from_stdin {
-        let mut line = String::new();
-        std::io::stdin()
-            .read_line(&mut line)
-            .context("reading the password from standard input")?;
-        let p = line.trim_end_matches(['\r', '\n']).to_string();
-        return Ok((p, false));
+        return Ok((super::read_secret("password")?, false));
     }
     const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
     let mut rng = rand::rng();
@@ -41,7 +30,7 @@ fn password(from_stdin: bool) -> Result<(String, bool)> {
 }
 
 pub async fn seat(config: &Config, cmd: SeatCommand) -> Result<()> {
-    let db = open_db(config).await?;
+    let db = super::open_db(config).await?;
     let result = seat_inner(config, &db, cmd).await;
     db.close().await;
     result
@@ -134,7 +123,7 @@ async fn seat_inner(config: &Config, db: &storage::Db, cmd: SeatCommand) -> Resu
 }
 
 pub async fn registrations(config: &Config, cmd: RegistrationsCommand) -> Result<()> {
-    let db = open_db(config).await?;
+    let db = super::open_db(config).await?;
     let RegistrationsCommand::List { seat, json: j } = cmd;
     let now = chrono::Utc::now().timestamp_millis();
     let result = store::bindings(&db, seat.as_deref(), now).await;

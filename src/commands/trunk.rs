@@ -10,19 +10,9 @@ use crate::cli::{NumberCommand, TrunkArgs, TrunkCommand};
 use crate::config::Config;
 use crate::output::{json, list, ts};
 
-async fn open_db(config: &Config) -> Result<storage::Db> {
-    storage::Db::open(&config.database.url, &config.db_options())
-        .await
-        .context("opening the database")
-}
-
 fn settings(a: TrunkArgs) -> Result<TrunkSettings> {
     let password = if a.password_stdin {
-        let mut line = String::new();
-        std::io::stdin()
-            .read_line(&mut line)
-            .context("reading the trunk password from standard input")?;
-        let p = line.trim_end_matches(['\r', '\n']).to_string();
+        let p = super::read_secret("trunk password")?;
         if p.is_empty() {
             bail!("--password-stdin: standard input held no password");
         }
@@ -62,7 +52,7 @@ fn settings(a: TrunkArgs) -> Result<TrunkSettings> {
 }
 
 fn print_trunk(t: &Trunk) {
-    let port = t.port.unwrap_or(t.transport.default_port());
+    let port = t.port_or_default();
     println!(
         "trunk        {} (id {}), {}",
         t.name,
@@ -115,7 +105,7 @@ fn print_trunk(t: &Trunk) {
 }
 
 pub async fn trunk(config: &Config, cmd: TrunkCommand) -> Result<()> {
-    let db = open_db(config).await?;
+    let db = super::open_db(config).await?;
     let result = trunk_inner(&db, cmd).await;
     db.close().await;
     result
@@ -165,7 +155,7 @@ async fn trunk_inner(db: &storage::Db, cmd: TrunkCommand) -> Result<()> {
                         format!(
                             "{}:{}/{}",
                             t.host,
-                            t.port.unwrap_or(t.transport.default_port()),
+                            t.port_or_default(),
                             t.transport.as_str()
                         ),
                         if t.enabled { "enabled" } else { "disabled" }.into(),
@@ -259,17 +249,9 @@ async fn trunk_inner(db: &storage::Db, cmd: TrunkCommand) -> Result<()> {
             json: j,
         } => {
             let t = store::trunk(db, &name).await?;
-            let port = t.port.unwrap_or(t.transport.default_port());
-            let uri = format!("sip:{}:{port}", t.host);
-            let r = signaling::probe::options_probe(
-                &t.host,
-                port,
-                t.transport.as_str(),
-                &uri,
-                Duration::from_secs(timeout.max(1)),
-            )
-            .await
-            .with_context(|| format!("trunk {name} is not reachable"))?;
+            let r = signaling::probe::probe_trunk(&t, Duration::from_secs(timeout.max(1)))
+                .await
+                .with_context(|| format!("trunk {name} is not reachable"))?;
             if j.json {
                 return json(&serde_json::json!({ "trunk": name, "reachable": true, "probe": r }));
             }
@@ -288,7 +270,7 @@ async fn trunk_inner(db: &storage::Db, cmd: TrunkCommand) -> Result<()> {
 }
 
 pub async fn number(config: &Config, cmd: NumberCommand) -> Result<()> {
-    let db = open_db(config).await?;
+    let db = super::open_db(config).await?;
     let result = number_inner(&db, cmd).await;
     db.close().await;
     result

@@ -23,6 +23,16 @@ pub mod testing;
 pub use changes::{bump, ChangeWatcher, Topic};
 pub use db::{Backend, Db, DbOptions};
 
+/// The wall clock in the unit every stored time uses: Unix milliseconds (0 before 1970).
+/// Billing reads it through its injectable `Clock`; records without billing logic
+/// (seats, bindings, trunks) call it directly.
+pub fn now_ms() -> i64 {
+    match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(_) => 0,
+    }
+}
+
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
