@@ -107,6 +107,10 @@ pub struct TrunkArgs {
     /// Addresses (CIDR) the carrier's INVITEs come from (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub inbound_sources: Option<Vec<String>>,
+    /// Destinations this trunk carries: E.164 prefixes, comma-separated (+44,+33); the
+    /// longest match wins. Empty (the default): every destination.
+    #[arg(long, value_delimiter = ',')]
+    pub prefixes: Option<Vec<String>>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -143,12 +147,22 @@ pub enum TrunkCommand {
     Remove { name: String },
     /// Each host's view of each trunk: up/down from its OPTIONS probes, latency, last answer.
     Health(JsonFlag),
-    /// Send OPTIONS through the trunk and report reachability, latency and the answer.
+    /// Send OPTIONS through the trunk and report reachability, latency and the answer; with
+    /// --call, place a short test call instead and report its SIP flow.
     Test {
         name: String,
-        /// Give up after this many seconds.
+        /// Give up after this many seconds (OPTIONS, or the call's answer).
         #[arg(long, default_value_t = 5)]
         timeout: u64,
+        /// Call this number (E.164) through the trunk.
+        #[arg(long, value_name = "NUMBER")]
+        call: Option<String>,
+        /// Caller ID to present on the test call (one of our numbers).
+        #[arg(long, value_name = "NUMBER", requires = "call")]
+        from: Option<String>,
+        /// Seconds to stay on the answered test call before hanging up.
+        #[arg(long, default_value_t = 3, requires = "call")]
+        seconds: u64,
         #[command(flatten)]
         json: JsonFlag,
     },

@@ -178,6 +178,8 @@ pub struct TrunksSection {
     /// Failed probes in a row that mark a trunk down, and answered ones that bring it back.
     pub down_after: u32,
     pub up_after: u32,
+    /// Seconds a call may take to be answered, over every trunk tried (failover included).
+    pub setup_timeout_secs: u64,
 }
 
 impl Default for TrunksSection {
@@ -188,6 +190,7 @@ impl Default for TrunksSection {
             health_timeout_secs: 5,
             down_after: p.down_after,
             up_after: p.up_after,
+            setup_timeout_secs: 60,
         }
     }
 }
@@ -499,6 +502,9 @@ impl Config {
         self.sip_config()?;
         if self.trunks.health_timeout_secs == 0 {
             return Err(("trunks.health_timeout_secs", "must be at least 1".into()));
+        }
+        if self.trunks.setup_timeout_secs == 0 {
+            return Err(("trunks.setup_timeout_secs", "must be at least 1".into()));
         }
         if self.trunks.down_after == 0 || self.trunks.up_after == 0 {
             return Err((

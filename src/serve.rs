@@ -36,18 +36,25 @@ pub async fn run(config: Config) -> Result<()> {
     let (hangup_tx, mut hangup_rx) = mpsc::unbounded_channel::<MeterEvent>();
     let (meter, meter_task) = meter::spawn(billing.clone(), hangup_tx);
 
-    // Call control (the signaling issue) consumes hang-ups; until it exists nothing can
-    // place a call, so this only logs.
-    let hangups = tokio::spawn(async move {
-        while let Some(ev) = hangup_rx.recv().await {
-            if let MeterEvent::HangUp {
-                call_id, deadline, ..
-            } = ev
-            {
-                tracing::info!(%call_id, deadline, "credit exhausted: hang up");
+    // Call control is created once SIP listens; until then (and for calls it no longer
+    // has) a hang-up is only logged.
+    let control_slot: Arc<std::sync::OnceLock<Arc<signaling::b2bua::CallControl>>> = Arc::default();
+    let hangups = {
+        let slot = control_slot.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = hangup_rx.recv().await {
+                if let MeterEvent::HangUp {
+                    call_id, deadline, ..
+                } = ev
+                {
+                    tracing::info!(%call_id, deadline, "credit exhausted: hang up");
+                    if let Some(c) = slot.get() {
+                        c.credit_exhausted(&call_id, deadline);
+                    }
+                }
             }
-        }
-    });
+        })
+    };
 
     let janitor = {
         let (b, mut stop) = (billing.clone(), shutdown_rx.clone());
@@ -81,6 +88,7 @@ pub async fn run(config: Config) -> Result<()> {
         .await
         .context("starting the change watcher")?;
         let (b, m, mut stop) = (billing.clone(), meter.clone(), shutdown_rx.clone());
+        let slot = control_slot.clone();
         tokio::spawn(async move {
             loop {
                 let changed = tokio::select! {
@@ -103,6 +111,11 @@ pub async fn run(config: Config) -> Result<()> {
                                 },
                                 // A top-up (here or on another host) may feed starved calls.
                                 Topic::Wallets => m.wake_starved(None),
+                                Topic::Trunks => {
+                                    if let Some(c) = slot.get() {
+                                        reload_trunks(c).await;
+                                    }
+                                }
                                 _ => {}
                             }
                         }
@@ -135,6 +148,7 @@ pub async fn run(config: Config) -> Result<()> {
             db.clone(),
             config.node_id.clone(),
             config.trunks.clone(),
+            control_slot.clone(),
             shutdown_rx.clone(),
         )))
     } else {
@@ -147,6 +161,20 @@ pub async fn run(config: Config) -> Result<()> {
     let sip = signaling::SipServer::start(sip_config, db.clone())
         .await
         .context("starting SIP")?;
+    let control = signaling::b2bua::CallControl::new(
+        sip.caller(),
+        db.clone(),
+        billing.clone(),
+        meter.clone(),
+        signaling::b2bua::ControlConfig {
+            node_id: config.node_id.clone(),
+            setup_timeout: Duration::from_secs(config.trunks.setup_timeout_secs),
+        },
+    )
+    .await
+    .context("loading trunks and numbers")?;
+    sip.set_call_control(control.clone());
+    let _ = control_slot.set(control);
     // Printed before the HTTP line: when that one appears, SIP is listening too.
     println!("papercup sip listening {}", sip.listening().join(" "));
 
@@ -180,6 +208,9 @@ pub async fn run(config: Config) -> Result<()> {
         let _ = h.await;
     }
     sip.shutdown().await;
+    if let Some(c) = control_slot.get() {
+        c.close();
+    }
     if let Some(t) = turn.and_then(|t| Arc::try_unwrap(t).ok()) {
         t.close().await;
     }
@@ -199,6 +230,7 @@ async fn trunk_health(
     db: storage::Db,
     node_id: String,
     cfg: crate::config::TrunksSection,
+    control: Arc<std::sync::OnceLock<Arc<signaling::b2bua::CallControl>>>,
     mut stop: watch::Receiver<bool>,
 ) {
     use std::collections::HashMap;
@@ -230,6 +262,9 @@ async fn trunk_health(
                         ),
                         Err(e) => h.record(policy, None, e.to_string()),
                     };
+                    if let Some(c) = control.get() {
+                        c.set_health(t.id, h.state);
+                    }
                     if let Some(state) = changed {
                         match state {
                             sip_trunk::Health::Down => {
@@ -254,6 +289,14 @@ async fn trunk_health(
             _ = tokio::time::sleep(Duration::from_secs(cfg.health_interval_secs)) => {}
             _ = stop.changed() => return,
         }
+    }
+}
+
+/// Reloads trunks and numbers into call control after a change (CLI, another host).
+async fn reload_trunks(control: &signaling::b2bua::CallControl) {
+    match control.reload().await {
+        Ok((trunks, numbers)) => tracing::info!(trunks, numbers, "trunks and numbers reloaded"),
+        Err(e) => tracing::error!(error = %e, "reloading trunks failed"),
     }
 }
 

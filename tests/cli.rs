@@ -316,11 +316,23 @@ fn start_serve(serve: Command) -> (std::process::Child, String) {
 }
 
 /// Like [`start_serve`], also returning the SIP UDP address (from the `sip listening` line).
-fn start_serve_sip(mut serve: Command) -> (std::process::Child, String, String) {
+fn start_serve_sip(serve: Command) -> (std::process::Child, String, String) {
+    start_serve_logged(serve, None)
+}
+
+/// Like [`start_serve_sip`], with the server's log written to `log`.
+fn start_serve_logged(
+    mut serve: Command,
+    log: Option<&std::path::Path>,
+) -> (std::process::Child, String, String) {
+    let stderr = match log {
+        Some(p) => Stdio::from(std::fs::File::create(p).expect("log file")),
+        None => Stdio::null(),
+    };
     let mut child = serve
         .env("PAPERCUP_HTTP__LISTEN", "127.0.0.1:0")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("start serve");
     let mut out = BufReader::new(child.stdout.take().expect("stdout"));
@@ -846,4 +858,343 @@ async fn trunk_health_follows_the_carrier() {
     let _ = sipp.kill();
     let _ = sipp.wait();
     stop(&mut server);
+}
+
+/// Renders a sipp scenario template of tests/sipp: `subs` replaced, the `<!--TAG-->…
+/// <!--/TAG-->` sections named in `drop` removed.
+fn scenario(
+    dir: &std::path::Path,
+    template: &str,
+    out: &str,
+    subs: &[(&str, &str)],
+    drop: &[&str],
+) -> std::path::PathBuf {
+    let path = format!("{}/tests/sipp/{template}", env!("CARGO_MANIFEST_DIR"));
+    let mut s = std::fs::read_to_string(&path).expect("template");
+    for tag in drop {
+        let (open, close) = (format!("<!--{tag}-->"), format!("<!--/{tag}-->"));
+        let a = s
+            .find(&open)
+            .unwrap_or_else(|| panic!("{open} in {template}"));
+        let b = s
+            .find(&close)
+            .unwrap_or_else(|| panic!("{close} in {template}"))
+            + close.len();
+        s.replace_range(a..b, "");
+    }
+    for (k, v) in subs {
+        s = s.replace(k, v);
+    }
+    let p = dir.join(out);
+    std::fs::write(&p, s).expect("write scenario");
+    p
+}
+
+/// A sipp carrier (tests/sipp/carrier.xml) on `port`: refuses INVITEs with `status`, or
+/// answers them (`status` 200); with `auth`, challenges with 407 first. Runs until killed.
+fn carrier(dir: &std::path::Path, port: u16, status: u16, auth: bool) -> std::process::Child {
+    let mut drop = vec![if status == 200 { "REFUSE" } else { "ANSWER" }];
+    if !auth {
+        drop.push("AUTH");
+    }
+    let name = format!("carrier-{port}-{status}-{auth}.xml");
+    let st = status.to_string();
+    let sc = scenario(dir, "carrier.xml", &name, &[("STATUS", st.as_str())], &drop);
+    Command::new("sipp")
+        .arg("-sf")
+        .arg(&sc)
+        .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-nostdin"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sipp")
+}
+
+fn kill(mut child: std::process::Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Runs one sipp UAC call from `ip` to Papercup at `sip`, seat credentials in `auth`.
+fn uac(sc: &std::path::Path, ip: &str, sip: &str, auth: Option<(&str, &str)>) -> bool {
+    let mut c = Command::new("sipp");
+    c.arg(sip)
+        .arg("-sf")
+        .arg(sc)
+        .args(["-i", ip, "-p", &free_udp_port().to_string()])
+        .args(["-m", "1", "-nostdin", "-timeout", "40s", "-timeout_error"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some((user, pass)) = auth {
+        c.args(["-s", user, "-au", user, "-ap", pass]);
+    }
+    c.status().expect("sipp").success()
+}
+
+/// The desk phone desk1 calls `dialled`: answered (`expect` 200) or refused with `expect`.
+fn phone_call(dir: &std::path::Path, sip: &str, dialled: &str, expect: u16, extra: &str) -> bool {
+    let drop = [if expect == 200 { "REFUSE" } else { "ANSWER" }];
+    let e = expect.to_string();
+    let sc = scenario(
+        dir,
+        "phone.xml",
+        &format!("phone-{expect}.xml"),
+        &[
+            ("DIALLED", dialled),
+            ("EXPECTED", e.as_str()),
+            ("EXTRA_HEADERS\n", extra),
+        ],
+        &drop,
+    );
+    uac(&sc, "127.0.0.1", sip, Some(("desk1", "desk-phone-pass")))
+}
+
+/// The newest call's `calls show --json`.
+fn last_call(env: &Env) -> serde_json::Value {
+    let calls = env.json(&["calls", "list", "--json", "--limit", "1"]);
+    let id = calls[0]["call_id"].as_str().expect("a call").to_string();
+    env.json(&["calls", "show", &id, "--json"])
+}
+
+/// Desk-phone calls through trunks set up with the CLI while the server runs (sipp plays
+/// the phone and the carriers): 503 fails over to the next trunk, 486 does not; a trunk
+/// that challenges with 407 gets our credentials and the password never shows; a trunk
+/// whose probes go unanswered is skipped until it answers again; inbound INVITEs from
+/// unknown sources or to numbers not ours are refused. Every attempt is in `calls show`.
+#[tokio::test]
+async fn desk_phone_calls_through_trunks_with_failover() {
+    const SECRET: &str = "carrier-secret-Zq81";
+    let env = envs().await.into_iter().next().expect("a database");
+    let dir = env.dir.path().to_path_buf();
+    let w = env.json(&[
+        "wallet",
+        "create",
+        "--owner-kind",
+        "company",
+        "--owner",
+        "acme",
+        "--json",
+    ]);
+    let wallet = w["id"].as_i64().expect("id").to_string();
+    env.ok(&["wallet", "credit", &wallet, "10", "--reason", "test"]);
+    env.ok(&["rates", "import", DECK]);
+    let out = env.run_with_stdin(
+        &[
+            "seat",
+            "create",
+            "desk1",
+            "--wallet",
+            &wallet,
+            "--password-stdin",
+        ],
+        "desk-phone-pass\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let log = dir.join("serve.log");
+    let mut serve = env.cmd(&["serve"]);
+    serve
+        .env("PAPERCUP_TRUNKS__HEALTH_INTERVAL_SECS", "1")
+        .env("PAPERCUP_TRUNKS__HEALTH_TIMEOUT_SECS", "1")
+        .env("PAPERCUP_TRUNKS__SETUP_TIMEOUT_SECS", "20")
+        .env("PAPERCUP_DATABASE__CHANGE_POLL_MS", "100")
+        .env("PAPERCUP_LOG__LEVEL", "debug,sqlx=warn");
+    let (mut server, _http, sip) = start_serve_logged(serve, Some(&log));
+
+    // Trunks and numbers added while the server runs.
+    let (p1, p2) = (free_udp_port(), free_udp_port());
+    for (name, port, prio) in [("first", p1, "1"), ("second", p2, "2")] {
+        env.ok(&[
+            "trunk",
+            "add",
+            name,
+            "--provider",
+            "generic",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--priority",
+            prio,
+        ]);
+    }
+    env.ok(&["number", "add", "+15550001111", "--trunk", "first"]);
+    env.ok(&[
+        "number",
+        "assign",
+        "+15550001111",
+        "--owner-kind",
+        "company",
+        "--owner",
+        "acme",
+        "--target",
+        "seat:desk1",
+    ]);
+    let health_of = |trunk: &str| -> String {
+        let h = env.json(&["trunk", "health", "--json"]);
+        h.as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["trunk"] == trunk)
+            .map(|r| r["state"].as_str().unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+    let wait_health = |trunk: &str, state: &str| {
+        let start = Instant::now();
+        while health_of(trunk) != state {
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "{trunk} never {state}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    const UK: &str = "+442071234567";
+
+    // 1. The first trunk answers 503: the call fails over to the second.
+    let c1 = carrier(&dir, p1, 503, false);
+    let c2 = carrier(&dir, p2, 200, false);
+    wait_health("first", "up");
+    wait_health("second", "up");
+    assert!(phone_call(&dir, &sip, UK, 200, ""), "call with failover");
+    let call = last_call(&env);
+    let a = &call["attempts"];
+    assert_eq!(a.as_array().map(Vec::len), Some(2), "{call}");
+    assert_eq!(a[0]["trunk"], "first");
+    assert_eq!(a[0]["status"], 503);
+    assert!(
+        a[0]["outcome"]
+            .as_str()
+            .unwrap_or("")
+            .contains("next trunk"),
+        "{call}"
+    );
+    assert_eq!(a[0]["target"], format!("sip:{UK}@127.0.0.1:{p1}"));
+    assert_eq!(a[1]["trunk"], "second");
+    assert_eq!(a[1]["outcome"], "answered");
+    assert_eq!(call["trunk"], "second");
+    assert_eq!(call["hangup_cause"], "normal");
+    assert_eq!(call["caller"], "+15550001111");
+    assert!(call["answered_at"].is_i64(), "{call}");
+    let text = env.ok(&["calls", "show", call["call_id"].as_str().unwrap_or("")]);
+    assert!(text.contains("rejected 503 → next trunk"), "{text}");
+    kill(c1);
+
+    // 2. The first trunk answers 486: no failover, the phone hears 486.
+    let c1 = carrier(&dir, p1, 486, false);
+    assert!(phone_call(&dir, &sip, UK, 486, ""), "busy, no failover");
+    let call = last_call(&env);
+    assert_eq!(call["attempts"].as_array().map(Vec::len), Some(1), "{call}");
+    assert_eq!(call["attempts"][0]["status"], 486);
+    assert_eq!(call["hangup_cause"], "not_answered");
+    assert_eq!(call["cost"], 0);
+    kill(c1);
+
+    // 3. The first trunk challenges with 407: our INVITE carries its credentials.
+    let out = env.run_with_stdin(
+        &[
+            "trunk",
+            "update",
+            "first",
+            "--username",
+            "trunkuser",
+            "--password-stdin",
+        ],
+        &format!("{SECRET}\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let c1 = carrier(&dir, p1, 200, true);
+    std::thread::sleep(Duration::from_millis(500)); // the change reaches the server
+    assert!(
+        phone_call(&dir, &sip, UK, 200, ""),
+        "call through a 407 trunk"
+    );
+    let call = last_call(&env);
+    assert_eq!(call["attempts"][0]["trunk"], "first", "{call}");
+    assert_eq!(call["attempts"][0]["outcome"], "answered", "{call}");
+    for args in [
+        &["trunk", "show", "first"][..],
+        &["trunk", "show", "first", "--json"],
+        &["trunk", "list", "--json"],
+        &["trunk", "list"],
+    ] {
+        assert!(
+            !env.ok(args).contains(SECRET),
+            "{args:?} shows the password"
+        );
+    }
+
+    // 4. The first trunk stops answering probes: marked down, skipped; back when it answers.
+    kill(c1);
+    wait_health("first", "down");
+    assert!(
+        phone_call(&dir, &sip, UK, 200, ""),
+        "call around a down trunk"
+    );
+    let call = last_call(&env);
+    assert_eq!(call["attempts"][0]["trunk"], "first", "{call}");
+    assert_eq!(call["attempts"][0]["outcome"], "skipped: down", "{call}");
+    assert_eq!(call["attempts"][1]["trunk"], "second", "{call}");
+    let c1 = carrier(&dir, p1, 200, true);
+    wait_health("first", "up");
+    assert!(
+        phone_call(&dir, &sip, UK, 200, ""),
+        "the trunk is used again"
+    );
+    assert_eq!(last_call(&env)["trunk"], "first");
+
+    // 5. Presenting a number not ours is refused before any INVITE leaves.
+    let ppi = "P-Preferred-Identity: <sip:+15559990000@127.0.0.1>\n";
+    assert!(phone_call(&dir, &sip, UK, 403, ppi), "foreign caller ID");
+
+    // 6. Inbound: only from a trunk's sources, only to our numbers.
+    env.ok(&[
+        "trunk",
+        "update",
+        "first",
+        "--inbound-sources",
+        "127.0.0.2/32",
+    ]);
+    std::thread::sleep(Duration::from_millis(500));
+    let inbound = |ip: &str, dialled: &str, expect: u16| {
+        let e = expect.to_string();
+        let sc = scenario(
+            &dir,
+            "carrier_call.xml",
+            &format!("in-{expect}.xml"),
+            &[("DIALLED", dialled), ("EXPECTED", e.as_str())],
+            &[],
+        );
+        uac(&sc, ip, &sip, None)
+    };
+    assert!(
+        inbound("127.0.0.2", "+15559990000", 404),
+        "a number not ours"
+    );
+    assert!(
+        inbound("127.0.0.2", "+15550001111", 480),
+        "our number, no phone registered"
+    );
+    // From elsewhere the INVITE is a would-be desk phone: challenged, never routed.
+    assert!(
+        inbound("127.0.0.1", "+15550001111", 407),
+        "an unknown source"
+    );
+    kill(c1);
+    kill(c2);
+    stop(&mut server);
+    let logged = std::fs::read_to_string(&log).expect("log");
+    assert!(
+        logged.contains("trunks and numbers reloaded"),
+        "no reload logged"
+    );
+    assert!(!logged.contains(SECRET), "the password is in the log");
 }

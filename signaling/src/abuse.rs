@@ -74,6 +74,8 @@ pub enum Refusal {
 #[derive(Debug)]
 pub struct AbuseGuard {
     config: AbuseConfig,
+    /// Exempt ranges learnt at run time (the trunks' inbound sources).
+    extra_exempt: std::sync::RwLock<Vec<IpNet>>,
     sources: Mutex<HashMap<IpAddr, Source>>,
 }
 
@@ -83,12 +85,25 @@ impl AbuseGuard {
     pub fn new(config: AbuseConfig) -> Self {
         Self {
             config,
+            extra_exempt: std::sync::RwLock::new(Vec::new()),
             sources: Mutex::new(HashMap::new()),
         }
     }
 
+    /// Replaces the exempt ranges learnt at run time (trunk sources), on top of the
+    /// configured ones.
+    pub fn set_extra_exempt(&self, nets: Vec<IpNet>) {
+        *self.extra_exempt.write().unwrap_or_else(|p| p.into_inner()) = nets;
+    }
+
     fn exempt(&self, ip: IpAddr) -> bool {
         self.config.exempt.iter().any(|n| n.contains(&ip))
+            || self
+                .extra_exempt
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .any(|n| n.contains(&ip))
     }
 
     /// Admits one message from `ip` (consumes a token).

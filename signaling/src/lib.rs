@@ -2,6 +2,7 @@
 //! edge validation of everything received, the registrar with digest authentication, abuse
 //! resistance, and INVITE handling as caller and callee.
 pub mod abuse;
+pub mod b2bua;
 pub mod call;
 pub mod digest;
 pub mod edge;
@@ -15,4 +16,5 @@ pub mod server;
 pub mod session_timer;
 pub mod store;
 
+pub use rsipstack::sip::Transport;
 pub use server::{SipConfig, SipError, SipServer, SipStatus, SipStatusSnapshot};

@@ -45,6 +45,22 @@ pub struct OutboundCall {
     pub credential: Option<(String, String)>,
     /// Extra headers (P-Asserted-Identity, …).
     pub headers: Vec<Header>,
+    /// Transport toward `destination` (UDP unless the trunk says otherwise).
+    pub transport: Transport,
+}
+
+impl Default for OutboundCall {
+    fn default() -> Self {
+        Self {
+            target: String::new(),
+            destination: None,
+            from: String::new(),
+            offer: Vec::new(),
+            credential: None,
+            headers: Vec::new(),
+            transport: Transport::Udp,
+        }
+    }
 }
 
 /// Commands to a live call.
@@ -59,9 +75,18 @@ pub struct CallHandle {
     pub call_id: String,
     updates: mpsc::UnboundedReceiver<Update>,
     commands: mpsc::UnboundedSender<Command>,
+    remote_sdp: Arc<std::sync::Mutex<Option<Vec<u8>>>>,
 }
 
 impl CallHandle {
+    /// The far end's latest SDP (from a 183 or the 2xx), once one came.
+    pub fn remote_sdp(&self) -> Option<Vec<u8>> {
+        self.remote_sdp
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// The next update (`None` after `Ended`).
     pub async fn next(&mut self) -> Option<Update> {
         self.updates.recv().await
@@ -74,10 +99,23 @@ impl CallHandle {
 }
 
 /// Removes the dialog from the layer and decrements the gauge, however the task ends.
-struct DialogGuard {
+pub(crate) struct DialogGuard {
     layer: Arc<DialogLayer>,
     ids: Vec<DialogId>,
     metrics: Arc<SipMetrics>,
+}
+
+impl DialogGuard {
+    /// Counts a new dialog (call) until the guard drops.
+    pub(crate) fn new(layer: Arc<DialogLayer>, id: DialogId, metrics: Arc<SipMetrics>) -> Self {
+        metrics.active_dialogs.fetch_add(1, Ordering::Relaxed);
+        SipMetrics::inc(&metrics.calls_started);
+        Self {
+            layer,
+            ids: vec![id],
+            metrics,
+        }
+    }
 }
 
 impl Drop for DialogGuard {
@@ -109,7 +147,43 @@ fn allows_update(resp: &Response) -> bool {
     })
 }
 
+/// What placing calls needs of the SIP core, cheap to clone (call control keeps one).
+#[derive(Clone)]
+pub struct Caller {
+    pub(crate) dialogs: Arc<DialogLayer>,
+    pub(crate) metrics: Arc<SipMetrics>,
+    pub(crate) config: Arc<crate::SipConfig>,
+    pub(crate) abuse: Arc<crate::abuse::AbuseGuard>,
+    /// Our UDP listener.
+    pub(crate) local: Option<SocketAddr>,
+}
+
+impl std::fmt::Debug for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caller")
+            .field("local", &self.local)
+            .finish_non_exhaustive()
+    }
+}
+
 impl SipServer {
+    /// Places a call; its progress arrives on the returned handle.
+    pub fn place_call(&self, call: OutboundCall) -> Result<CallHandle, crate::SipError> {
+        self.caller().place_call(call)
+    }
+}
+
+impl Caller {
+    /// The address we advertise in Contact and Via (the public one behind 1:1 NAT).
+    pub fn advertised(&self) -> Option<SocketAddr> {
+        let local = self.local?;
+        Some(
+            self.config
+                .public_ip
+                .map_or(local, |ip| SocketAddr::new(ip, local.port())),
+        )
+    }
+
     /// Places a call; its progress arrives on the returned handle.
     pub fn place_call(&self, call: OutboundCall) -> Result<CallHandle, crate::SipError> {
         let bad =
@@ -121,19 +195,15 @@ impl SipServer {
             .map_err(|e| bad("target", e))?;
         let caller: rsipstack::sip::Uri =
             call.from.as_str().try_into().map_err(|e| bad("from", e))?;
-        let local = self
-            .addr(Transport::Udp)
-            .ok_or_else(|| crate::SipError::Stack("no UDP listener to call from".into()))?;
         let advertised = self
-            .config()
-            .public_ip
-            .map_or(local, |ip| SocketAddr::new(ip, local.port()));
+            .advertised()
+            .ok_or_else(|| crate::SipError::Stack("no UDP listener to call from".into()))?;
         let user = caller.user().unwrap_or("papercup").to_string();
         let contact: rsipstack::sip::Uri = format!("sip:{user}@{advertised}")
             .as_str()
             .try_into()
             .map_err(|e| bad("contact", e))?;
-        let cfg = self.config();
+        let cfg = &self.config;
         let mut headers = vec![
             Header::Supported("timer".into()),
             Header::SessionExpires(format!("{};refresher=uac", cfg.session_expires).into()),
@@ -145,7 +215,7 @@ impl SipServer {
             caller,
             callee,
             destination: call.destination.map(|a| SipAddr {
-                r#type: Some(Transport::Udp),
+                r#type: Some(call.transport),
                 addr: a.into(),
             }),
             content_type: Some("application/sdp".into()),
@@ -163,22 +233,16 @@ impl SipServer {
             headers: Some(headers),
             ..Default::default()
         };
-        let (state_tx, state_rx) = self.dialogs().new_dialog_state_channel();
+        let (state_tx, state_rx) = self.dialogs.new_dialog_state_channel();
         let (dialog, invite) = self
-            .dialogs()
+            .dialogs
             .do_invite_async(opt, state_tx)
             .map_err(|e| crate::SipError::Stack(e.to_string()))?;
         let call_id = dialog.id().call_id.clone();
-        let metrics = self.metrics().clone();
-        metrics.active_dialogs.fetch_add(1, Ordering::Relaxed);
-        SipMetrics::inc(&metrics.calls_started);
         let (up_tx, up_rx) = mpsc::unbounded_channel();
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-        let guard = DialogGuard {
-            layer: self.dialogs().clone(),
-            ids: vec![dialog.id()],
-            metrics,
-        };
+        let guard = DialogGuard::new(self.dialogs.clone(), dialog.id(), self.metrics.clone());
+        let remote_sdp = Arc::new(std::sync::Mutex::new(None));
         let driver = Driver {
             dialog,
             machine: CallMachine::new(),
@@ -189,12 +253,14 @@ impl SipServer {
             answered: false,
             min_se: cfg.min_se,
             ended: None,
+            remote_sdp: remote_sdp.clone(),
         };
         tokio::spawn(driver.run(state_rx, cmd_rx, invite));
         Ok(CallHandle {
             call_id,
             updates: up_rx,
             commands: cmd_tx,
+            remote_sdp,
         })
     }
 }
@@ -211,6 +277,8 @@ struct Driver {
     min_se: u32,
     /// Why the call ended, once it has.
     ended: Option<EndReason>,
+    /// The far end's SDP, shared with the handle.
+    remote_sdp: Arc<std::sync::Mutex<Option<Vec<u8>>>>,
 }
 
 type InviteJoin = tokio::task::JoinHandle<rsipstack::dialog::invitation::InviteAsyncResult>;
@@ -255,6 +323,9 @@ impl Driver {
                                 Some(r) if self.answered => { let _ = r; continue }
                                 Some(r) => {
                                     self.answered = true;
+                                    if !r.body.is_empty() {
+                                        self.set_remote_sdp(&r.body);
+                                    }
                                     Input::Answered {
                                         session_timer: session_timer::from_answer(header_value(&r.headers, "session-expires")),
                                         peer_allows_update: allows_update(&r),
@@ -285,6 +356,10 @@ impl Driver {
         debug!(call_id = %self.dialog.id().call_id, %reason, "call ended");
     }
 
+    fn set_remote_sdp(&self, body: &[u8]) {
+        *self.remote_sdp.lock().unwrap_or_else(|p| p.into_inner()) = Some(body.to_vec());
+    }
+
     fn translate(
         &mut self,
         st: DialogState,
@@ -292,8 +367,13 @@ impl Driver {
     ) -> Option<Input> {
         match st {
             DialogState::Early(_, resp) => Some(Input::Provisional {
+                early_media: {
+                    if !resp.body.is_empty() {
+                        self.set_remote_sdp(&resp.body);
+                    }
+                    !resp.body.is_empty()
+                },
                 status: resp.status_code.code(),
-                early_media: !resp.body.is_empty(),
             }),
             DialogState::Confirmed(id, resp) => {
                 if self.answered {
@@ -302,6 +382,9 @@ impl Driver {
                 self.answered = true;
                 if !self.guard.ids.contains(&id) {
                     self.guard.ids.push(id);
+                }
+                if !resp.body.is_empty() {
+                    self.set_remote_sdp(&resp.body);
                 }
                 let timer =
                     session_timer::from_answer(header_value(&resp.headers, "session-expires"));

@@ -22,8 +22,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::abuse::{AbuseConfig, AbuseGuard, Refusal};
+use crate::b2bua::{CallControl, ServerLeg};
 use crate::edge::{self, EdgeVerdict};
 use crate::metrics::SipMetrics;
+use crate::outbound::DialogGuard;
 use crate::registrar::{Registrar, RegistrarConfig, Reply};
 
 /// Methods we implement (sent in Allow).
@@ -186,7 +188,7 @@ pub struct SipServer {
     registrar: Arc<Registrar>,
     abuse: Arc<AbuseGuard>,
     metrics: Arc<SipMetrics>,
-    config: SipConfig,
+    config: Arc<SipConfig>,
     cancel: CancellationToken,
     addrs: Vec<(Transport, SocketAddr)>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -346,8 +348,17 @@ impl SipServer {
             registrar: registrar.clone(),
             dialogs: dialogs.clone(),
             metrics: metrics.clone(),
-            router: std::sync::RwLock::new(Arc::new(NoRoutes)),
+            control: std::sync::RwLock::new(None),
             min_se: config.min_se,
+            contact: addrs
+                .iter()
+                .find(|(t, _)| *t == Transport::Udp)
+                .and_then(|(_, a)| {
+                    let a = config
+                        .public_ip
+                        .map_or(*a, |ip| SocketAddr::new(ip, a.port()));
+                    format!("sip:papercup@{a}").as_str().try_into().ok()
+                }),
         });
         let dispatch = ctx.clone();
         tasks.push(tokio::spawn(async move {
@@ -362,7 +373,7 @@ impl SipServer {
             registrar,
             abuse,
             metrics,
-            config,
+            config: Arc::new(config),
             cancel,
             addrs,
             tasks,
@@ -370,13 +381,14 @@ impl SipServer {
         })
     }
 
-    /// Replaces the call router (default: [`NoRoutes`]).
-    pub fn set_router(&self, router: Arc<dyn CallRouter>) {
+    /// Wires call control: from now on calls from seats are routed to trunks and calls
+    /// from trunks to seats (without it every call gets 480).
+    pub fn set_call_control(&self, control: Arc<CallControl>) {
         *self
             .dispatch
-            .router
+            .control
             .write()
-            .unwrap_or_else(|p| p.into_inner()) = router;
+            .unwrap_or_else(|p| p.into_inner()) = Some(control);
     }
 
     /// Bound addresses, by transport.
@@ -429,6 +441,17 @@ impl SipServer {
         &self.config
     }
 
+    /// A handle that places calls (for call control).
+    pub fn caller(&self) -> crate::outbound::Caller {
+        crate::outbound::Caller {
+            dialogs: self.dialogs.clone(),
+            metrics: self.metrics.clone(),
+            config: self.config.clone(),
+            abuse: self.abuse.clone(),
+            local: self.addr(Transport::Udp),
+        }
+    }
+
     /// Stops listening and every task.
     pub async fn shutdown(self) {
         self.cancel.cancel();
@@ -439,39 +462,15 @@ impl SipServer {
     }
 }
 
-/// What to do with an authenticated INVITE from a seat (a desk phone calling out).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Route {
-    /// Refuse the call with this status and reason (sent in a Warning header).
-    Reject { status: u16, reason: String },
-}
-
-/// Call routing for INVITEs from seats: the seam the trunk and media work plugs into.
-/// `route` runs inline: no I/O.
-pub trait CallRouter: Send + Sync {
-    fn route(&self, seat: &crate::store::Seat, target: &str) -> Route;
-}
-
-/// The router of a host with no trunk configured: every call is refused with 480 and
-/// a reason the phone can show.
-#[derive(Debug, Default)]
-pub struct NoRoutes;
-
-impl CallRouter for NoRoutes {
-    fn route(&self, _seat: &crate::store::Seat, target: &str) -> Route {
-        Route::Reject {
-            status: 480,
-            reason: format!("no route to {target}: no trunk is configured on this host"),
-        }
-    }
-}
-
 struct Dispatch {
     registrar: Arc<Registrar>,
     dialogs: Arc<DialogLayer>,
     metrics: Arc<SipMetrics>,
-    router: std::sync::RwLock<Arc<dyn CallRouter>>,
+    /// Call control, once `serve` wired it (without it every call gets 480).
+    control: std::sync::RwLock<Option<Arc<CallControl>>>,
     min_se: u32,
+    /// Contact we put in answers.
+    contact: Option<rsipstack::sip::Uri>,
 }
 
 fn source_of(tx: &Transaction) -> Option<(SocketAddr, String)> {
@@ -494,7 +493,11 @@ fn has_to_tag(tx: &Transaction) -> bool {
 impl Dispatch {
     /// An initial INVITE from a desk phone: digest auth of its seat (407), session timer
     /// check (422), then the router decides.
-    async fn invite_from_seat(&self, tx: &Transaction, source: SocketAddr) -> Reply {
+    async fn invite_from_seat(
+        &self,
+        tx: &Transaction,
+        source: SocketAddr,
+    ) -> Result<crate::store::Seat, Reply> {
         let req = &tx.original;
         let Some(user) = req
             .from_header()
@@ -502,7 +505,10 @@ impl Dispatch {
             .and_then(|f| f.uri().ok())
             .and_then(|u| u.user().map(str::to_string))
         else {
-            return Reply::refusal(StatusCode::BadRequest, "From has no user part");
+            return Err(Reply::refusal(
+                StatusCode::BadRequest,
+                "From has no user part",
+            ));
         };
         let seat = match self
             .registrar
@@ -510,7 +516,7 @@ impl Dispatch {
             .await
         {
             crate::registrar::AuthOutcome::Ok(s) => s.seat,
-            crate::registrar::AuthOutcome::Refuse(r) => return r,
+            crate::registrar::AuthOutcome::Refuse(r) => return Err(r),
         };
         let se = req.headers.iter().find_map(|h| match h {
             Header::SessionExpires(v) => Some(v.value().to_string()),
@@ -524,19 +530,75 @@ impl Dispatch {
                 format!("Session-Expires below Min-SE {min_se}"),
             );
             r.headers.push(Header::MinSE(min_se.to_string().into()));
-            return r;
+            return Err(r);
         }
-        let target = req.uri.to_string();
-        let router = self
-            .router
+        Ok(seat)
+    }
+
+    fn control(&self) -> Option<Arc<CallControl>> {
+        self.control
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        match router.route(&seat, &target) {
-            Route::Reject { status, reason } => {
-                info!(seat = %seat.username, %target, status, %reason, "call refused");
-                Reply::refusal(StatusCode::from(status), reason)
+            .clone()
+    }
+
+    /// Opens the server side of an INVITE's dialog for call control.
+    fn server_leg(&self, tx: &Transaction) -> Result<ServerLeg, Reply> {
+        let (state_tx, states) = self.dialogs.new_dialog_state_channel();
+        let dialog = self
+            .dialogs
+            .get_or_create_server_invite(tx, state_tx, None, self.contact.clone())
+            .map_err(|e| {
+                warn!(error = %e, "cannot open a dialog");
+                Reply::refusal(StatusCode::ServerInternalError, "cannot open a dialog")
+            })?;
+        let guard = DialogGuard::new(self.dialogs.clone(), dialog.id(), self.metrics.clone());
+        Ok(ServerLeg {
+            dialog,
+            states,
+            request: tx.original.clone(),
+            _guard: guard,
+        })
+    }
+
+    /// An initial INVITE: from a trunk's allowed source to our numbers, else from a seat
+    /// (digest auth). The transaction is driven here until the ACK (or CANCEL) while call
+    /// control works on the dialog.
+    async fn invite(&self, mut tx: Transaction, source: SocketAddr) {
+        let control = self.control();
+        let trunk = control
+            .as_ref()
+            .and_then(|c| c.trunk_for_source(source.ip()));
+        let seat = match trunk {
+            Some(_) => None,
+            None => match self.invite_from_seat(&tx, source).await {
+                Ok(seat) => Some(seat),
+                Err(reply) => return self.reply(&mut tx, reply).await,
+            },
+        };
+        let Some(control) = control else {
+            let reply = Reply::refusal(
+                StatusCode::TemporarilyUnavailable,
+                "no route: call control is not running on this host",
+            );
+            return self.reply(&mut tx, reply).await;
+        };
+        let leg = match self.server_leg(&tx) {
+            Ok(l) => l,
+            Err(reply) => return self.reply(&mut tx, reply).await,
+        };
+        let mut dialog = leg.dialog.clone();
+        match (seat, trunk) {
+            (Some(seat), _) => {
+                tokio::spawn(control.seat_call(seat, leg));
             }
+            (None, Some(trunk)) => {
+                tokio::spawn(control.trunk_call(trunk, leg));
+            }
+            (None, None) => return,
+        }
+        if let Err(e) = dialog.handle(&mut tx).await {
+            debug!(error = %e, "INVITE transaction ended with an error");
         }
     }
 
@@ -563,10 +625,7 @@ impl Dispatch {
                 debug!(%source, status = %reply.status, reason = %reply.reason, "REGISTER");
                 self.reply(&mut tx, reply).await;
             }
-            Method::Invite if !has_to_tag(&tx) => {
-                let reply = self.invite_from_seat(&tx, source).await;
-                self.reply(&mut tx, reply).await;
-            }
+            Method::Invite if !has_to_tag(&tx) => self.invite(tx, source).await,
             Method::Options => {
                 let mut r = Reply::new(StatusCode::OK, "");
                 r.headers.push(Header::Allow(ALLOW.into()));

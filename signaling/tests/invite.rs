@@ -56,8 +56,7 @@ fn call_to(far: SocketAddr) -> OutboundCall {
         destination: Some(far),
         from: "sip:alice@papercup.invalid".into(),
         offer: OFFER.as_bytes().to_vec(),
-        credential: None,
-        headers: Vec::new(),
+        ..Default::default()
     }
 }
 

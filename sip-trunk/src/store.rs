@@ -15,6 +15,8 @@ use crate::profile::{Provider, TrunkTransport};
 pub enum TrunkError {
     #[error("database error: {0}")]
     Sql(#[from] sqlx::Error),
+    #[error(transparent)]
+    Storage(#[from] storage::StorageError),
     #[error("trunk {0:?} already exists")]
     Exists(String),
     #[error("no trunk named {0:?}")]
@@ -62,6 +64,8 @@ pub struct Trunk {
     pub weight: u32,
     pub enabled: bool,
     pub inbound_sources: Vec<String>,
+    /// E.164 prefixes this trunk carries (`+44`); empty: every destination.
+    pub prefixes: Vec<String>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -113,6 +117,7 @@ pub struct TrunkSettings {
     pub weight: Option<u32>,
     pub enabled: Option<bool>,
     pub inbound_sources: Option<Vec<String>>,
+    pub prefixes: Option<Vec<String>>,
 }
 
 impl fmt::Debug for TrunkSettings {
@@ -183,6 +188,17 @@ impl TrunkSettings {
                 ));
             }
         }
+        for p in self.prefixes.iter().flatten() {
+            let ok = p.strip_prefix('+').is_some_and(|d| {
+                !d.is_empty() && d.len() <= 15 && d.bytes().all(|b| b.is_ascii_digit())
+            });
+            if !ok {
+                return Err(invalid(
+                    "prefixes",
+                    format!("{p:?} is not an E.164 prefix (+44, +1555)"),
+                ));
+            }
+        }
         if let Some(c) = &self.codecs {
             if c.is_empty() {
                 return Err(invalid("codecs", "name at least one codec (PCMU, PCMA)"));
@@ -197,7 +213,7 @@ impl TrunkSettings {
 
 const COLS: &str = "id, name, provider, host, port, transport, srtp, username, password, \
      caller_ids, codecs, max_channels, max_cps, priority, weight, enabled, inbound_sources, \
-     created_at, updated_at";
+     prefixes, created_at, updated_at";
 
 fn list(s: &str) -> Vec<String> {
     s.split(',')
@@ -239,11 +255,29 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<TrunkSecret, sqlx::Error> {
             weight: u32_col(row, "weight")?,
             enabled: row.try_get::<i64, _>("enabled")? != 0,
             inbound_sources: list(&row.try_get::<String, _>("inbound_sources")?),
+            prefixes: list(&row.try_get::<String, _>("prefixes")?),
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
         },
         password,
     })
+}
+
+/// Tells every running server (this host's and the others') that trunks or numbers
+/// changed, so routing reloads them.
+async fn changed(db: &Db) -> Result<(), TrunkError> {
+    let mut conn = db.pool().acquire().await?;
+    Ok(storage::bump(&mut conn, db.backend(), storage::Topic::Trunks).await?)
+}
+
+/// Every trunk with its password (for routing; never printed).
+pub async fn secrets(db: &Db) -> Result<Vec<TrunkSecret>, TrunkError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {COLS} FROM trunks ORDER BY priority, name"
+    ))
+    .fetch_all(db.pool())
+    .await?;
+    Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
 }
 
 fn valid_name(name: &str) -> bool {
@@ -271,8 +305,8 @@ pub async fn add(db: &Db, name: &str, s: &TrunkSettings) -> Result<Trunk, TrunkE
     let row = sqlx::query(&format!(
         "INSERT INTO trunks (name, provider, host, port, transport, srtp, username, password, \
          caller_ids, codecs, max_channels, max_cps, priority, weight, enabled, inbound_sources, \
-         created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
-         $14, $15, $16, $17, $17) ON CONFLICT (name) DO NOTHING RETURNING {COLS}"
+         prefixes, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
+         $12, $13, $14, $15, $16, $17, $18, $18) ON CONFLICT (name) DO NOTHING RETURNING {COLS}"
     ))
     .bind(name)
     .bind(provider.as_str())
@@ -295,11 +329,15 @@ pub async fn add(db: &Db, name: &str, s: &TrunkSettings) -> Result<Trunk, TrunkE
     .bind(i64::from(s.weight.unwrap_or(100)))
     .bind(i64::from(s.enabled.unwrap_or(true)))
     .bind(s.inbound_sources.clone().unwrap_or_default().join(","))
+    .bind(s.prefixes.clone().unwrap_or_default().join(","))
     .bind(now)
     .fetch_optional(db.pool())
     .await?;
     match row {
-        Some(r) => Ok(from_row(&r)?.trunk),
+        Some(r) => {
+            changed(db).await?;
+            Ok(from_row(&r)?.trunk)
+        }
         None => Err(TrunkError::Exists(name.into())),
     }
 }
@@ -342,7 +380,7 @@ pub async fn update(db: &Db, name: &str, s: &TrunkSettings) -> Result<Trunk, Tru
         "UPDATE trunks SET provider = $1, host = $2, port = $3, transport = $4, srtp = $5, \
          username = $6, password = $7, caller_ids = $8, codecs = $9, max_channels = $10, \
          max_cps = $11, priority = $12, weight = $13, enabled = $14, inbound_sources = $15, \
-         updated_at = $16 WHERE name = $17",
+         prefixes = $16, updated_at = $17 WHERE name = $18",
     )
     .bind(provider.as_str())
     .bind(s.host.clone().unwrap_or_else(|| t.host.clone()))
@@ -374,6 +412,12 @@ pub async fn update(db: &Db, name: &str, s: &TrunkSettings) -> Result<Trunk, Tru
             .unwrap_or_else(|| t.inbound_sources.clone())
             .join(","),
     )
+    .bind(
+        s.prefixes
+            .clone()
+            .unwrap_or_else(|| t.prefixes.clone())
+            .join(","),
+    )
     .bind(storage::now_ms())
     .bind(name)
     .execute(db.pool())
@@ -381,6 +425,7 @@ pub async fn update(db: &Db, name: &str, s: &TrunkSettings) -> Result<Trunk, Tru
     if done.rows_affected() == 0 {
         return Err(TrunkError::Unknown(name.into()));
     }
+    changed(db).await?;
     trunk(db, name).await
 }
 
@@ -403,7 +448,7 @@ pub async fn remove(db: &Db, name: &str) -> Result<(), TrunkError> {
         .bind(t.id)
         .execute(db.pool())
         .await?;
-    Ok(())
+    changed(db).await
 }
 
 /// One of our numbers (DIDs).
@@ -439,6 +484,7 @@ pub async fn add_number(db: &Db, e164: &str, trunk_name: &str) -> Result<Number,
     if done.rows_affected() == 0 {
         return Err(TrunkError::NumberExists(e164.into()));
     }
+    changed(db).await?;
     number(db, e164).await
 }
 
@@ -505,6 +551,7 @@ pub async fn assign_number(
     if done.rows_affected() == 0 {
         return Err(TrunkError::UnknownNumber(e164.into()));
     }
+    changed(db).await?;
     number(db, e164).await
 }
 
@@ -517,7 +564,7 @@ pub async fn remove_number(db: &Db, e164: &str) -> Result<(), TrunkError> {
     if done.rows_affected() == 0 {
         return Err(TrunkError::UnknownNumber(e164.into()));
     }
-    Ok(())
+    changed(db).await
 }
 
 /// One host's view of one trunk.
@@ -575,6 +622,101 @@ pub async fn health(db: &Db) -> Result<Vec<HealthRow>, TrunkError> {
                     .map(|us| us as f64 / 1000.0),
                 last_result: r.try_get("last_result")?,
                 checked_at: r.try_get("checked_at")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()?)
+}
+
+/// Which way a call attempt went.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptDirection {
+    /// To a trunk.
+    Outbound,
+    /// From a trunk to one of our numbers.
+    Inbound,
+}
+
+impl AttemptDirection {
+    fn as_str(self) -> &'static str {
+        match self {
+            AttemptDirection::Outbound => "outbound",
+            AttemptDirection::Inbound => "inbound",
+        }
+    }
+}
+
+/// One trunk tried (or skipped) for a call.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Attempt {
+    pub call_id: String,
+    /// 1, 2, … in the order tried.
+    pub seq: i64,
+    pub node_id: String,
+    pub direction: AttemptDirection,
+    pub trunk: String,
+    /// The Request-URI sent (or received).
+    pub target: String,
+    pub started_at: i64,
+    pub ended_at: Option<i64>,
+    /// The final SIP status, if one came.
+    pub status: Option<u16>,
+    /// What happened: `answered`, `rejected 503 → next trunk`, `skipped: down`, …
+    pub outcome: String,
+}
+
+/// Logs the start of an attempt (or, with `ended_at` and `outcome` set, a skipped one).
+pub async fn record_attempt(db: &Db, a: &Attempt) -> Result<(), TrunkError> {
+    sqlx::query(
+        "INSERT INTO call_attempts (call_id, seq, node_id, direction, trunk, target, started_at, \
+         ended_at, status, outcome) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+         ON CONFLICT (call_id, seq) DO UPDATE SET ended_at = $8, status = $9, outcome = $10",
+    )
+    .bind(&a.call_id)
+    .bind(a.seq)
+    .bind(&a.node_id)
+    .bind(a.direction.as_str())
+    .bind(&a.trunk)
+    .bind(&a.target)
+    .bind(a.started_at)
+    .bind(a.ended_at)
+    .bind(a.status.map(i64::from))
+    .bind(&a.outcome)
+    .execute(db.pool())
+    .await?;
+    Ok(())
+}
+
+/// Every attempt of a call, in order.
+pub async fn attempts(db: &Db, call_id: &str) -> Result<Vec<Attempt>, TrunkError> {
+    let rows = sqlx::query(
+        "SELECT call_id, seq, node_id, direction, trunk, target, started_at, ended_at, status, \
+         outcome FROM call_attempts WHERE call_id = $1 ORDER BY seq",
+    )
+    .bind(call_id)
+    .fetch_all(db.pool())
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let dir: String = r.try_get("direction")?;
+            Ok(Attempt {
+                call_id: r.try_get("call_id")?,
+                seq: r.try_get("seq")?,
+                node_id: r.try_get("node_id")?,
+                direction: if dir == "inbound" {
+                    AttemptDirection::Inbound
+                } else {
+                    AttemptDirection::Outbound
+                },
+                trunk: r.try_get("trunk")?,
+                target: r.try_get("target")?,
+                started_at: r.try_get("started_at")?,
+                ended_at: r.try_get("ended_at")?,
+                status: r
+                    .try_get::<Option<i64>, _>("status")?
+                    .and_then(|s| u16::try_from(s).ok()),
+                outcome: r.try_get("outcome")?,
             })
         })
         .collect::<Result<_, sqlx::Error>>()?)

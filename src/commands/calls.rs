@@ -38,40 +38,44 @@ pub async fn run(config: &Config, cmd: CallsCommand) -> Result<()> {
             )?;
         }
         CallsCommand::Show { call_id, json: j } => {
-            let Some(c) = b.cdr(&call_id).await? else {
+            let cdr = b.cdr(&call_id).await?;
+            let attempts = sip_trunk::store::attempts(b.db(), &call_id).await?;
+            if cdr.is_none() && attempts.is_empty() {
                 bail!("no call {call_id:?}");
-            };
-            if j.json {
-                return json(&c);
             }
-            let t = c.tariff;
-            println!("call          {}", c.call_id);
-            println!("wallet        {}", c.wallet_id);
-            println!("node          {}", c.node_id);
-            println!("from          {}", c.caller);
-            println!("to            {}", c.callee);
-            println!("trunk         {}", c.trunk.as_deref().unwrap_or("-"));
-            println!(
-                "rate          prefix {}: {}/min, connect {}, {}/{}",
-                c.rate_prefix,
-                format_amount(t.rate_per_min),
-                format_amount(t.connect_fee),
-                t.increment_first,
-                t.increment_next
-            );
-            println!("authorized    {}", ts(c.created_at));
-            println!("answered      {}", ts_opt(c.answered_at));
-            println!("ended         {}", ts(c.ended_at));
-            println!(
-                "talk time     {}.{:03} s",
-                c.duration_ms / 1000,
-                c.duration_ms % 1000
-            );
-            println!("billed        {} s", c.billable_secs);
-            println!("cost          {}", format_amount(c.cost));
-            println!("hangup cause  {}", c.hangup_cause);
-            if let Some(q) = &c.quality {
-                println!("quality       {q}");
+            if j.json {
+                let mut v = match &cdr {
+                    Some(c) => serde_json::to_value(c)?,
+                    None => serde_json::json!({ "call_id": call_id }),
+                };
+                v["attempts"] = serde_json::to_value(&attempts)?;
+                return json(&v);
+            }
+            match &cdr {
+                Some(c) => print_cdr(c),
+                None => println!("call          {call_id} (no charge: inbound, or still live)"),
+            }
+            if !attempts.is_empty() {
+                println!("attempts");
+                for a in &attempts {
+                    let took = a
+                        .ended_at
+                        .map(|e| format!("{} ms", e - a.started_at))
+                        .unwrap_or_else(|| "running".into());
+                    println!(
+                        "  {}. {} {:<8} {}  {}  ({}, {took}, node {})",
+                        a.seq,
+                        ts(a.started_at),
+                        match a.direction {
+                            sip_trunk::AttemptDirection::Outbound => "out via",
+                            sip_trunk::AttemptDirection::Inbound => "in from",
+                        },
+                        a.trunk,
+                        a.outcome,
+                        a.target,
+                        a.node_id
+                    );
+                }
             }
         }
         CallsCommand::Live(j) => {
@@ -108,4 +112,36 @@ pub async fn run(config: &Config, cmd: CallsCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn print_cdr(c: &billing::Cdr) {
+    let t = c.tariff;
+    println!("call          {}", c.call_id);
+    println!("wallet        {}", c.wallet_id);
+    println!("node          {}", c.node_id);
+    println!("from          {}", c.caller);
+    println!("to            {}", c.callee);
+    println!("trunk         {}", c.trunk.as_deref().unwrap_or("-"));
+    println!(
+        "rate          prefix {}: {}/min, connect {}, {}/{}",
+        c.rate_prefix,
+        format_amount(t.rate_per_min),
+        format_amount(t.connect_fee),
+        t.increment_first,
+        t.increment_next
+    );
+    println!("authorized    {}", ts(c.created_at));
+    println!("answered      {}", ts_opt(c.answered_at));
+    println!("ended         {}", ts(c.ended_at));
+    println!(
+        "talk time     {}.{:03} s",
+        c.duration_ms / 1000,
+        c.duration_ms % 1000
+    );
+    println!("billed        {} s", c.billable_secs);
+    println!("cost          {}", format_amount(c.cost));
+    println!("hangup cause  {}", c.hangup_cause);
+    if let Some(q) = &c.quality {
+        println!("quality       {q}");
+    }
 }

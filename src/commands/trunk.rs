@@ -48,6 +48,7 @@ fn settings(a: TrunkArgs) -> Result<TrunkSettings> {
         weight: a.weight,
         enabled: None,
         inbound_sources: a.inbound_sources,
+        prefixes: a.prefixes,
     })
 }
 
@@ -77,7 +78,7 @@ fn print_trunk(t: &Trunk) {
     println!(
         "caller IDs   {}",
         if t.caller_ids.is_empty() {
-            "none allowed yet".into()
+            "any of our numbers, or anonymous".into()
         } else {
             t.caller_ids.join(", ")
         }
@@ -92,7 +93,16 @@ fn print_trunk(t: &Trunk) {
         },
         t.max_cps
     );
-    println!("routing      priority {}, weight {}", t.priority, t.weight);
+    println!(
+        "routing      {}, priority {}, weight {}",
+        if t.prefixes.is_empty() {
+            "every destination".to_string()
+        } else {
+            format!("prefixes {}", t.prefixes.join(", "))
+        },
+        t.priority,
+        t.weight
+    );
     println!(
         "inbound from {}",
         if t.inbound_sources.is_empty() {
@@ -246,7 +256,20 @@ async fn trunk_inner(db: &storage::Db, cmd: TrunkCommand) -> Result<()> {
         TrunkCommand::Test {
             name,
             timeout,
+            call: Some(number),
+            from,
+            seconds,
             json: j,
+        } => {
+            let t = store::secret(db, &name).await?;
+            test_call(db, &t, &number, from, timeout, seconds, j.json).await?;
+        }
+        TrunkCommand::Test {
+            name,
+            timeout,
+            call: None,
+            json: j,
+            ..
         } => {
             let t = store::trunk(db, &name).await?;
             let r = signaling::probe::probe_trunk(&t, Duration::from_secs(timeout.max(1)))
@@ -265,6 +288,153 @@ async fn trunk_inner(db: &storage::Db, cmd: TrunkCommand) -> Result<()> {
                 r.agent.map(|a| format!(" ({a})")).unwrap_or_default()
             );
         }
+    }
+    Ok(())
+}
+
+/// One step of a test call's SIP flow.
+#[derive(serde::Serialize)]
+struct FlowStep {
+    after_ms: u64,
+    event: String,
+}
+
+/// `trunk test --call`: a short call through one trunk, from a SIP endpoint of our own on
+/// the address that routes to the trunk, with the trunk's credentials.
+async fn test_call(
+    db: &storage::Db,
+    t: &sip_trunk::TrunkSecret,
+    number: &str,
+    from: Option<String>,
+    timeout: u64,
+    seconds: u64,
+    as_json: bool,
+) -> Result<()> {
+    use signaling::call::{EndReason, Update};
+    let tr = &t.trunk;
+    if !sip_trunk::store::is_e164(number) {
+        bail!("--call {number:?}: give an E.164 number (+15551234567)");
+    }
+    if let Some(f) = &from {
+        store::number(db, f)
+            .await
+            .with_context(|| format!("--from {f}: caller ID must be one of our numbers"))?;
+        if !sip_trunk::routing::allows_caller_id(tr, Some(f)) {
+            bail!(
+                "--from {f}: trunk {} may not present this caller ID",
+                tr.name
+            );
+        }
+    }
+    if tr.transport != TrunkTransport::Udp {
+        bail!(
+            "trunk {}: test calls go over UDP only for now (the trunk uses {})",
+            tr.name,
+            tr.transport.as_str()
+        );
+    }
+    let port = tr.port_or_default();
+    let dest = tokio::net::lookup_host((tr.host.as_str(), port))
+        .await
+        .with_context(|| format!("cannot resolve {}", tr.host))?
+        .next()
+        .ok_or_else(|| anyhow!("{} has no address", tr.host))?;
+    // The local address that routes to the trunk: our Via, Contact and SDP say it.
+    let local_ip = {
+        let s = std::net::UdpSocket::bind((if dest.is_ipv4() { "0.0.0.0" } else { "::" }, 0))?;
+        s.connect(dest)?;
+        s.local_addr()?.ip()
+    };
+    // A real socket for the carrier's RTP (read by nobody: the test is about signaling).
+    let rtp = tokio::net::UdpSocket::bind((local_ip, 0)).await?;
+    let rtp_port = rtp.local_addr()?.port();
+    let sip_cfg = signaling::SipConfig {
+        udp: vec![std::net::SocketAddr::new(local_ip, 0)],
+        tcp: Vec::new(),
+        ..Default::default()
+    };
+    let sip = signaling::SipServer::start(sip_cfg, db.clone())
+        .await
+        .context("starting a SIP endpoint for the test call")?;
+    let ip_kind = if local_ip.is_ipv4() { "IP4" } else { "IP6" };
+    let sdp = format!(
+        "v=0\r\no=papercup 1 1 IN {ip_kind} {local_ip}\r\ns=papercup trunk test\r\n\
+         c=IN {ip_kind} {local_ip}\r\nt=0 0\r\nm=audio {rtp_port} RTP/AVP 0 8 101\r\n\
+         a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
+         a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na=sendrecv\r\n"
+    );
+    let local = sip
+        .addr(signaling::Transport::Udp)
+        .ok_or_else(|| anyhow!("no UDP listener"))?;
+    let target = tr.provider.request_uri(number, &tr.host, tr.port);
+    let call = signaling::outbound::OutboundCall {
+        target: target.clone(),
+        destination: Some(dest),
+        from: format!("sip:{}@{local}", from.as_deref().unwrap_or("anonymous")),
+        offer: sdp.into_bytes(),
+        credential: (!tr.username.is_empty()).then(|| (tr.username.clone(), t.password.clone())),
+        ..Default::default()
+    };
+    let started = std::time::Instant::now();
+    let mut steps: Vec<FlowStep> = Vec::new();
+    let mut step = |event: String, as_json: bool| {
+        let after_ms = started.elapsed().as_millis() as u64;
+        if !as_json {
+            println!("{:>7} ms  {event}", after_ms);
+        }
+        steps.push(FlowStep { after_ms, event });
+    };
+    step(format!("INVITE {target} → {dest}"), as_json);
+    let mut h = sip.place_call(call).context("placing the test call")?;
+    let answer_by = tokio::time::Instant::now() + Duration::from_secs(timeout.max(1));
+    let mut hangup_at: Option<tokio::time::Instant> = None;
+    let mut answered = false;
+    let outcome = loop {
+        let wake = hangup_at.unwrap_or(answer_by);
+        tokio::select! {
+            u = h.next() => match u {
+                Some(Update::Ringing) => step("180 Ringing".into(), as_json),
+                Some(Update::EarlyMedia) => step("183 Session Progress (early media)".into(), as_json),
+                Some(Update::Answered) => {
+                    answered = true;
+                    step("200 OK, ACK sent: answered".into(), as_json);
+                    hangup_at = Some(tokio::time::Instant::now() + Duration::from_secs(seconds));
+                }
+                Some(Update::Ended(r)) => {
+                    step(format!("ended: {r}"), as_json);
+                    break r;
+                }
+                Some(other) => step(format!("{other:?}"), as_json),
+                None => break EndReason::Failed("call task ended".into()),
+            },
+            _ = tokio::time::sleep_until(wake) => {
+                if answered {
+                    step("BYE sent".into(), as_json);
+                } else {
+                    step(format!("no answer within {timeout} s: CANCEL sent"), as_json);
+                }
+                h.hangup();
+                hangup_at = Some(tokio::time::Instant::now() + Duration::from_secs(40));
+            }
+        }
+    };
+    drop(rtp);
+    sip.shutdown().await;
+    let ok = answered && matches!(outcome, EndReason::LocalHangup | EndReason::RemoteHangup);
+    if as_json {
+        json(&serde_json::json!({
+            "trunk": tr.name,
+            "number": number,
+            "answered": answered,
+            "outcome": outcome.to_string(),
+            "flow": steps,
+        }))?;
+    }
+    if !ok {
+        bail!("test call through trunk {} failed: {outcome}", tr.name);
+    }
+    if !as_json {
+        println!("test call through trunk {} answered and hung up", tr.name);
     }
     Ok(())
 }

@@ -25,11 +25,13 @@ pub enum Topic {
     Wallets,
     /// Destination policy (blocked prefixes).
     Policy,
+    /// Trunks and numbers (routing, inbound sources, DIDs).
+    Trunks,
 }
 
 impl Topic {
     /// Every topic.
-    pub const ALL: [Topic; 3] = [Topic::Rates, Topic::Wallets, Topic::Policy];
+    pub const ALL: [Topic; 4] = [Topic::Rates, Topic::Wallets, Topic::Policy, Topic::Trunks];
 
     /// The topic's key in `change_seq`.
     pub fn as_str(self) -> &'static str {
@@ -37,6 +39,7 @@ impl Topic {
             Topic::Rates => "rates",
             Topic::Wallets => "wallets",
             Topic::Policy => "policy",
+            Topic::Trunks => "trunks",
         }
     }
 
