@@ -931,14 +931,31 @@ fn uac(sc: &std::path::Path, ip: &str, sip: &str, auth: Option<(&str, &str)>) ->
     c.status().expect("sipp").success()
 }
 
-/// The desk phone desk1 calls `dialled`: answered (`expect` 200) or refused with `expect`.
+/// The desk phone desk1 calls `dialled`: answered (`expect` 200) and hung up by the phone,
+/// or refused with `expect`.
 fn phone_call(dir: &std::path::Path, sip: &str, dialled: &str, expect: u16, extra: &str) -> bool {
-    let drop = [if expect == 200 { "REFUSE" } else { "ANSWER" }];
+    phone_call_as(dir, sip, "desk1", dialled, expect, extra, false)
+}
+
+/// Like [`phone_call`] as seat `user`; with `gw_bye`, Papercup ends the answered call.
+fn phone_call_as(
+    dir: &std::path::Path,
+    sip: &str,
+    user: &str,
+    dialled: &str,
+    expect: u16,
+    extra: &str,
+    gw_bye: bool,
+) -> bool {
+    let mut drop = vec![if expect == 200 { "REFUSE" } else { "ANSWER" }];
+    if expect == 200 {
+        drop.push(if gw_bye { "PHONE_BYE" } else { "GW_BYE" });
+    }
     let e = expect.to_string();
     let sc = scenario(
         dir,
         "phone.xml",
-        &format!("phone-{expect}.xml"),
+        &format!("phone-{user}-{expect}-{gw_bye}.xml"),
         &[
             ("DIALLED", dialled),
             ("EXPECTED", e.as_str()),
@@ -946,7 +963,95 @@ fn phone_call(dir: &std::path::Path, sip: &str, dialled: &str, expect: u16, extr
         ],
         &drop,
     );
-    uac(&sc, "127.0.0.1", sip, Some(("desk1", "desk-phone-pass")))
+    uac(&sc, "127.0.0.1", sip, Some((user, "desk-phone-pass")))
+}
+
+/// The Call-ID of the last inbound call in the server log.
+fn last_inbound(log: &std::path::Path) -> String {
+    let text = strip_ansi(&std::fs::read_to_string(log).unwrap_or_default());
+    text.lines()
+        .rev()
+        .find(|l| l.contains("inbound call") && l.contains("phones="))
+        .and_then(|l| l.split("call_id=").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .map(str::to_string)
+        .expect("an inbound call in the log")
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::new();
+    let mut esc = false;
+    for c in s.chars() {
+        match (esc, c) {
+            (false, '\x1b') => esc = true,
+            (true, 'm') => esc = false,
+            (true, _) => {}
+            (false, c) => out.push(c),
+        }
+    }
+    out
+}
+
+/// A baresip desk phone registered as `user` to `sip`, answering calls at once.
+fn baresip(dir: &std::path::Path, user: &str, pass: &str, sip: &str) -> std::process::Child {
+    let home = dir.join(format!("baresip-{user}"));
+    std::fs::create_dir_all(&home).expect("baresip dir");
+    let port = free_udp_port();
+    // Its microphone: 20 s of 8 kHz silence (ausine only runs at 48 kHz; baresip hangs up
+    // when the file ends).
+    let samples = 8000u32 * 20;
+    let mut wav = Vec::new();
+    for (tag, v) in [("RIFF", 36 + samples * 2), ("WAVEfmt ", 16)] {
+        wav.extend_from_slice(tag.as_bytes());
+        wav.extend_from_slice(&v.to_le_bytes());
+    }
+    for v in [1u16, 1] {
+        wav.extend_from_slice(&v.to_le_bytes()); // PCM, mono
+    }
+    wav.extend_from_slice(&8000u32.to_le_bytes());
+    wav.extend_from_slice(&16000u32.to_le_bytes());
+    wav.extend_from_slice(&2u16.to_le_bytes());
+    wav.extend_from_slice(&16u16.to_le_bytes());
+    wav.extend_from_slice(b"data");
+    wav.extend_from_slice(&(samples * 2).to_le_bytes());
+    wav.resize(wav.len() + samples as usize * 2, 0);
+    let mic = home.join("mic.wav");
+    std::fs::write(&mic, wav).expect("wav");
+    std::fs::write(
+        home.join("config"),
+        format!(
+            "sip_listen 127.0.0.1:{port}\nnet_interface 127.0.0.1\n\
+             module_path /usr/lib/baresip/modules\nmodule g711.so\n\
+             module aufile.so\nmodule_app account.so\nmodule_app menu.so\n\
+             audio_source aufile,{}\naudio_player aufile,{}\n",
+            mic.display(),
+            home.join("heard.wav").display()
+        ),
+    )
+    .expect("config");
+    std::fs::write(
+        home.join("accounts"),
+        format!("<sip:{user}@{sip}>;auth_pass={pass};regint=60;answermode=auto\n"),
+    )
+    .expect("accounts");
+    Command::new("baresip")
+        .arg("-f")
+        .arg(&home)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("baresip (baresip-core) runs")
+}
+
+/// The last lines of a log, for failure messages.
+fn tail(log: &std::path::Path) -> String {
+    let text = strip_ansi(&std::fs::read_to_string(log).unwrap_or_default());
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.contains(" DEBUG ") && !l.contains(" TRACE "))
+        .collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
 /// The newest call's `calls show --json`.
@@ -1082,6 +1187,27 @@ async fn desk_phone_calls_through_trunks_with_failover() {
     assert!(call["answered_at"].is_i64(), "{call}");
     let text = env.ok(&["calls", "show", call["call_id"].as_str().unwrap_or("")]);
     assert!(text.contains("rejected 503 → next trunk"), "{text}");
+    // `trunk test --call` places a short call through one trunk and reports its flow.
+    let t = env.json(&[
+        "trunk",
+        "test",
+        "second",
+        "--call",
+        UK,
+        "--seconds",
+        "1",
+        "--json",
+    ]);
+    assert_eq!(t["answered"], true, "{t}");
+    let flow = t["flow"].to_string();
+    assert!(
+        flow.contains("180 Ringing") && flow.contains("200 OK"),
+        "{t}"
+    );
+    let r = env.run(&["trunk", "test", "first", "--call", UK]);
+    assert!(!r.status.success());
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(err.contains("rejected 503"), "{err}");
     kill(c1);
 
     // 2. The first trunk answers 486: no failover, the phone hears 486.
@@ -1155,7 +1281,64 @@ async fn desk_phone_calls_through_trunks_with_failover() {
     let ppi = "P-Preferred-Identity: <sip:+15559990000@127.0.0.1>\n";
     assert!(phone_call(&dir, &sip, UK, 403, ppi), "foreign caller ID");
 
-    // 6. Inbound: only from a trunk's sources, only to our numbers.
+    // 6. Credit runs out mid-call: Papercup hangs up both legs at the exact instant and the
+    // wallet ends at zero. $0.30 a minute by the second, $0.015 of credit: 3 s of talk.
+    let out = env.run_with_stdin(
+        &["rates", "import", "-", "--format", "papercup"],
+        "prefix,country,description,rate_per_min,connect_fee,increment_first,increment_next\n\
+         6129999,AU,Test by the second,0.30,0,1,1\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let w2 = env.json(&[
+        "wallet",
+        "create",
+        "--owner-kind",
+        "person",
+        "--owner",
+        "bob",
+        "--json",
+    ]);
+    let w2 = w2["id"].as_i64().expect("id").to_string();
+    env.ok(&["wallet", "credit", &w2, "0.015", "--reason", "test"]);
+    let out = env.run_with_stdin(
+        &[
+            "seat",
+            "create",
+            "desk2",
+            "--wallet",
+            &w2,
+            "--password-stdin",
+        ],
+        "desk-phone-pass\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(500)); // the rate reaches the server
+    assert!(
+        phone_call_as(&dir, &sip, "desk2", "+61299991234", 200, "", true),
+        "credit-exhausted call; server log:\n{}",
+        tail(&log)
+    );
+    let call = last_call(&env);
+    assert_eq!(call["hangup_cause"], "credit_exhausted", "{call}");
+    assert_eq!(call["duration_ms"], 3000, "{call}");
+    assert_eq!(call["cost"], 15_000, "{call}");
+    let shown = env.json(&["wallet", "show", &w2, "--json"]);
+    assert_eq!(shown["wallet"]["balance"], 0, "{shown}");
+    // With nothing left, the next call is refused before any INVITE: 402.
+    assert!(
+        phone_call_as(&dir, &sip, "desk2", "+61299991234", 402, "", false),
+        "no credit"
+    );
+
+    // 7. Inbound: only from a trunk's sources, only to our numbers.
     env.ok(&[
         "trunk",
         "update",
@@ -1171,7 +1354,7 @@ async fn desk_phone_calls_through_trunks_with_failover() {
             "carrier_call.xml",
             &format!("in-{expect}.xml"),
             &[("DIALLED", dialled), ("EXPECTED", e.as_str())],
-            &[],
+            &[if expect == 200 { "REFUSE" } else { "ANSWER" }],
         );
         uac(&sc, ip, &sip, None)
     };
@@ -1187,6 +1370,39 @@ async fn desk_phone_calls_through_trunks_with_failover() {
     assert!(
         inbound("127.0.0.1", "+15550001111", 407),
         "an unknown source"
+    );
+    // With desk1's phone (baresip, auto-answer) registered, the DID rings it.
+    let mut phone = baresip(&dir, "desk1", "desk-phone-pass", &sip);
+    let start = Instant::now();
+    while env
+        .json(&["registrations", "list", "--json"])
+        .as_array()
+        .is_none_or(|a| a.is_empty())
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "baresip never registered"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let answered = inbound("127.0.0.2", "+15550001111", 200);
+    let _ = phone.kill();
+    let _ = phone.wait();
+    assert!(
+        answered,
+        "the DID rings the seat's phone; server log:\n{}",
+        tail(&log)
+    );
+    let call_in = last_inbound(&log);
+    let shown = env.json(&["calls", "show", &call_in, "--json"]);
+    assert_eq!(shown["attempts"][0]["direction"], "inbound", "{shown}");
+    assert_eq!(shown["attempts"][0]["trunk"], "first", "{shown}");
+    assert!(
+        shown["attempts"][0]["outcome"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("answered"),
+        "{shown}"
     );
     kill(c1);
     kill(c2);
