@@ -1275,7 +1275,8 @@ async fn desk_phone_calls_through_trunks_with_failover() {
         phone_call(&dir, &sip, UK, 200, ""),
         "the trunk is used again"
     );
-    assert_eq!(last_call(&env)["trunk"], "first");
+    let call = last_call(&env);
+    assert_eq!(call["trunk"], "first", "{call}\n{}", tail(&log));
 
     // 5. Presenting a number not ours is refused before any INVITE leaves.
     let ppi = "P-Preferred-Identity: <sip:+15559990000@127.0.0.1>\n";

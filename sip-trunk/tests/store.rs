@@ -166,3 +166,69 @@ async fn trunks_and_numbers_on_both_databases() {
         ));
     }
 }
+
+/// Prefixes, the change topic every write bumps (running servers reload on it), and the
+/// per-attempt call log, on both backends.
+#[tokio::test]
+async fn routing_columns_change_topic_and_attempts_on_both_databases() {
+    for tdb in storage::testing::all().await {
+        let db = &tdb.db;
+        let mut watcher =
+            storage::ChangeWatcher::new(db.clone(), std::time::Duration::from_millis(20))
+                .await
+                .expect("watcher");
+        let s = TrunkSettings {
+            prefixes: Some(vec!["+44".into(), "+331".into()]),
+            ..twilio()
+        };
+        let t = store::add(db, "eu", &s).await.expect("add");
+        assert_eq!(t.prefixes, vec!["+44", "+331"]);
+        let changed = tokio::time::timeout(std::time::Duration::from_secs(5), watcher.changed())
+            .await
+            .expect("a change within 5 s")
+            .expect("changes");
+        assert_eq!(changed, vec![storage::Topic::Trunks]);
+        let bad = TrunkSettings {
+            prefixes: Some(vec!["44".into()]),
+            ..TrunkSettings::default()
+        };
+        assert!(matches!(
+            store::update(db, "eu", &bad).await,
+            Err(TrunkError::Invalid {
+                field: "prefixes",
+                ..
+            })
+        ));
+        let secrets = store::secrets(db).await.expect("secrets");
+        assert_eq!(secrets[0].password, "s3cret-trunk-pass");
+
+        let mut a = store::Attempt {
+            call_id: "c1@x".into(),
+            seq: 1,
+            node_id: "n1".into(),
+            direction: sip_trunk::AttemptDirection::Outbound,
+            trunk: "eu".into(),
+            target: "sip:+442071234567@acme.pstn.twilio.com".into(),
+            started_at: 1_000,
+            ended_at: None,
+            status: None,
+            outcome: String::new(),
+        };
+        store::record_attempt(db, &a).await.expect("start");
+        a.ended_at = Some(1_250);
+        a.status = Some(503);
+        a.outcome = "rejected 503 → next trunk".into();
+        store::record_attempt(db, &a).await.expect("end");
+        let b = store::Attempt {
+            seq: 2,
+            trunk: "backup".into(),
+            status: Some(200),
+            outcome: "answered".into(),
+            ..a.clone()
+        };
+        store::record_attempt(db, &b).await.expect("second");
+        let got = store::attempts(db, "c1@x").await.expect("attempts");
+        assert_eq!(got, vec![a, b]);
+        assert!(store::attempts(db, "other").await.expect("none").is_empty());
+    }
+}
