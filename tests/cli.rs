@@ -57,6 +57,17 @@ impl Env {
         child.wait_with_output().expect("wait")
     }
 
+    /// Runs `papercup args` with `input` on standard input; it must succeed.
+    fn ok_with_stdin(&self, args: &[&str], input: &str) -> String {
+        let out = self.run_with_stdin(args, input);
+        assert!(
+            out.status.success(),
+            "papercup {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8")
+    }
+
     fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
         assert!(
@@ -517,7 +528,7 @@ async fn baresip_registers_and_its_binding_is_listed() {
         "--owner",
         "acme",
     ]);
-    let out = env.run_with_stdin(
+    env.ok_with_stdin(
         &[
             "seat",
             "create",
@@ -527,11 +538,6 @@ async fn baresip_registers_and_its_binding_is_listed() {
             "--password-stdin",
         ],
         "desk-phone-pass\n",
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     let seats = env.json(&["seat", "list", "--json"]);
     assert_eq!(seats[0]["username"], "desk1");
@@ -1054,11 +1060,24 @@ fn tail(log: &std::path::Path) -> String {
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
-/// The newest call's `calls show --json`.
-fn last_call(env: &Env) -> serde_json::Value {
-    let calls = env.json(&["calls", "list", "--json", "--limit", "1"]);
-    let id = calls[0]["call_id"].as_str().expect("a call").to_string();
-    env.json(&["calls", "show", &id, "--json"])
+/// `calls show --json` of the newest call not `seen` yet (waiting for its settlement: the
+/// phone may hang up before Papercup has settled), which becomes `seen`.
+fn last_call(env: &Env, seen: &mut String) -> serde_json::Value {
+    let start = Instant::now();
+    loop {
+        let calls = env.json(&["calls", "list", "--json", "--limit", "1"]);
+        if let Some(id) = calls[0]["call_id"].as_str() {
+            if id != seen.as_str() {
+                *seen = id.to_string();
+                return env.json(&["calls", "show", id, "--json"]);
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no new call settled"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Desk-phone calls through trunks set up with the CLI while the server runs (sipp plays
@@ -1083,7 +1102,7 @@ async fn desk_phone_calls_through_trunks_with_failover() {
     let wallet = w["id"].as_i64().expect("id").to_string();
     env.ok(&["wallet", "credit", &wallet, "10", "--reason", "test"]);
     env.ok(&["rates", "import", DECK]);
-    let out = env.run_with_stdin(
+    env.ok_with_stdin(
         &[
             "seat",
             "create",
@@ -1093,11 +1112,6 @@ async fn desk_phone_calls_through_trunks_with_failover() {
             "--password-stdin",
         ],
         "desk-phone-pass\n",
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
 
     let log = dir.join("serve.log");
@@ -1159,6 +1173,7 @@ async fn desk_phone_calls_through_trunks_with_failover() {
         }
     };
     const UK: &str = "+442071234567";
+    let mut seen = String::new();
 
     // 1. The first trunk answers 503: the call fails over to the second.
     let c1 = carrier(&dir, p1, 503, false);
@@ -1166,7 +1181,7 @@ async fn desk_phone_calls_through_trunks_with_failover() {
     wait_health("first", "up");
     wait_health("second", "up");
     assert!(phone_call(&dir, &sip, UK, 200, ""), "call with failover");
-    let call = last_call(&env);
+    let call = last_call(&env, &mut seen);
     let a = &call["attempts"];
     assert_eq!(a.as_array().map(Vec::len), Some(2), "{call}");
     assert_eq!(a[0]["trunk"], "first");
@@ -1213,7 +1228,7 @@ async fn desk_phone_calls_through_trunks_with_failover() {
     // 2. The first trunk answers 486: no failover, the phone hears 486.
     let c1 = carrier(&dir, p1, 486, false);
     assert!(phone_call(&dir, &sip, UK, 486, ""), "busy, no failover");
-    let call = last_call(&env);
+    let call = last_call(&env, &mut seen);
     assert_eq!(call["attempts"].as_array().map(Vec::len), Some(1), "{call}");
     assert_eq!(call["attempts"][0]["status"], 486);
     assert_eq!(call["hangup_cause"], "not_answered");
@@ -1221,7 +1236,7 @@ async fn desk_phone_calls_through_trunks_with_failover() {
     kill(c1);
 
     // 3. The first trunk challenges with 407: our INVITE carries its credentials.
-    let out = env.run_with_stdin(
+    env.ok_with_stdin(
         &[
             "trunk",
             "update",
@@ -1232,18 +1247,13 @@ async fn desk_phone_calls_through_trunks_with_failover() {
         ],
         &format!("{SECRET}\n"),
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let c1 = carrier(&dir, p1, 200, true);
     std::thread::sleep(Duration::from_millis(500)); // the change reaches the server
     assert!(
         phone_call(&dir, &sip, UK, 200, ""),
         "call through a 407 trunk"
     );
-    let call = last_call(&env);
+    let call = last_call(&env, &mut seen);
     assert_eq!(call["attempts"][0]["trunk"], "first", "{call}");
     assert_eq!(call["attempts"][0]["outcome"], "answered", "{call}");
     for args in [
@@ -1265,7 +1275,7 @@ async fn desk_phone_calls_through_trunks_with_failover() {
         phone_call(&dir, &sip, UK, 200, ""),
         "call around a down trunk"
     );
-    let call = last_call(&env);
+    let call = last_call(&env, &mut seen);
     assert_eq!(call["attempts"][0]["trunk"], "first", "{call}");
     assert_eq!(call["attempts"][0]["outcome"], "skipped: down", "{call}");
     assert_eq!(call["attempts"][1]["trunk"], "second", "{call}");
@@ -1275,7 +1285,7 @@ async fn desk_phone_calls_through_trunks_with_failover() {
         phone_call(&dir, &sip, UK, 200, ""),
         "the trunk is used again"
     );
-    let call = last_call(&env);
+    let call = last_call(&env, &mut seen);
     assert_eq!(call["trunk"], "first", "{call}\n{}", tail(&log));
 
     // 5. Presenting a number not ours is refused before any INVITE leaves.
@@ -1284,15 +1294,10 @@ async fn desk_phone_calls_through_trunks_with_failover() {
 
     // 6. Credit runs out mid-call: Papercup hangs up both legs at the exact instant and the
     // wallet ends at zero. $0.30 a minute by the second, $0.015 of credit: 3 s of talk.
-    let out = env.run_with_stdin(
+    env.ok_with_stdin(
         &["rates", "import", "-", "--format", "papercup"],
         "prefix,country,description,rate_per_min,connect_fee,increment_first,increment_next\n\
          6129999,AU,Test by the second,0.30,0,1,1\n",
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     let w2 = env.json(&[
         "wallet",
@@ -1305,7 +1310,7 @@ async fn desk_phone_calls_through_trunks_with_failover() {
     ]);
     let w2 = w2["id"].as_i64().expect("id").to_string();
     env.ok(&["wallet", "credit", &w2, "0.015", "--reason", "test"]);
-    let out = env.run_with_stdin(
+    env.ok_with_stdin(
         &[
             "seat",
             "create",
@@ -1316,18 +1321,13 @@ async fn desk_phone_calls_through_trunks_with_failover() {
         ],
         "desk-phone-pass\n",
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     std::thread::sleep(Duration::from_millis(500)); // the rate reaches the server
     assert!(
         phone_call_as(&dir, &sip, "desk2", "+61299991234", 200, "", true),
         "credit-exhausted call; server log:\n{}",
         tail(&log)
     );
-    let call = last_call(&env);
+    let call = last_call(&env, &mut seen);
     assert_eq!(call["hangup_cause"], "credit_exhausted", "{call}");
     assert_eq!(call["duration_ms"], 3000, "{call}");
     assert_eq!(call["cost"], 15_000, "{call}");

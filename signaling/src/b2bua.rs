@@ -515,11 +515,7 @@ impl CallControl {
                     },
                     st = a.states.recv() => match st {
                         Some(DialogState::Terminated(_, _)) | None => {
-                            b.hangup();
-                            while let Some(u) = b.next().await {
-                                if let Update::Answered = u { b.hangup(); }
-                                if let Update::Ended(_) = u { break; }
-                            }
+                            end_leg(&mut b).await;
                             attempt.ended_at = Some(now_ms());
                             attempt.outcome = "cancelled by the caller".into();
                             self.log_attempt(&attempt).await;
@@ -528,11 +524,7 @@ impl CallControl {
                         Some(_) => {}
                     },
                     _ = sleep_until(deadline) => {
-                        b.hangup();
-                        while let Some(u) = b.next().await {
-                            if let Update::Answered = u { b.hangup(); }
-                            if let Update::Ended(_) = u { break; }
-                        }
+                        end_leg(&mut b).await;
                         attempt.ended_at = Some(now_ms());
                         attempt.outcome = "setup timeout".into();
                         self.log_attempt(&attempt).await;
@@ -679,8 +671,7 @@ impl CallControl {
                                 // Hand the winning leg over to the bridge.
                                 Some(Some(back)) => { let _ = back.send(h); return; }
                                 Some(None) | None => {
-                                    h.hangup();
-                                    drain(&mut h).await;
+                                    end_leg(&mut h).await;
                                     return;
                                 }
                             }
@@ -798,8 +789,7 @@ async fn bridge(
         .accept(answer.is_some().then(sdp_headers), answer.clone())
     {
         warn!(error = %e, "answering the caller failed");
-        b.hangup();
-        drain(&mut b).await;
+        end_leg(&mut b).await;
         return (EndCause::Other("answer_failed".into()), now_ms());
     }
     loop {
@@ -808,8 +798,7 @@ async fn bridge(
                 Some(DialogState::Terminated(_, reason)) => {
                     let ended = now_ms();
                     debug!(?reason, "caller leg ended");
-                    b.hangup();
-                    drain(&mut b).await;
+                    end_leg(&mut b).await;
                     let cause = match reason {
                         TerminatedReason::UacBye => EndCause::Normal,
                         TerminatedReason::Timeout => EndCause::Other("no_ack".into()),
@@ -830,8 +819,7 @@ async fn bridge(
                 }
                 Some(_) => {}
                 None => {
-                    b.hangup();
-                    drain(&mut b).await;
+                    end_leg(&mut b).await;
                     return (EndCause::Normal, now_ms());
                 }
             },
@@ -852,25 +840,29 @@ async fn bridge(
             },
             d = credit.recv() => if let Some(deadline) = d {
                 info!(call_id = %a.dialog.id().call_id, "credit exhausted: hanging up");
-                b.hangup();
                 let _ = a
                     .dialog
                     .bye_with_headers(Some(vec![Header::Reason(
                         reason_header(402, "credit exhausted").into(),
                     )]))
                     .await;
-                drain(&mut b).await;
+                end_leg(&mut b).await;
                 return (EndCause::CreditExhausted, deadline);
             },
         }
     }
 }
 
-async fn drain(b: &mut CallHandle) {
+/// Hangs a leg up (CANCEL before an answer, BYE after; an answer crossing the CANCEL is
+/// hung up too) and waits, bounded, until it has ended.
+async fn end_leg(b: &mut CallHandle) {
+    b.hangup();
     let wait = async {
         while let Some(u) = b.next().await {
-            if matches!(u, Update::Ended(_)) {
-                break;
+            match u {
+                Update::Answered => b.hangup(),
+                Update::Ended(_) => break,
+                _ => {}
             }
         }
     };
