@@ -898,7 +898,7 @@ fn scenario(
 
 /// A sipp carrier (tests/sipp/carrier.xml) on `port`: refuses INVITEs with `status`, or
 /// answers them (`status` 200); with `auth`, challenges with 407 first. Runs until killed.
-fn carrier(dir: &std::path::Path, port: u16, status: u16, auth: bool) -> std::process::Child {
+fn carrier(dir: &std::path::Path, port: u16, status: u16, auth: bool) -> Running {
     let mut drop = vec![if status == 200 { "REFUSE" } else { "ANSWER" }];
     if !auth {
         drop.push("AUTH");
@@ -913,12 +913,23 @@ fn carrier(dir: &std::path::Path, port: u16, status: u16, auth: bool) -> std::pr
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
+        .map(Running)
         .expect("sipp")
 }
 
-fn kill(mut child: std::process::Child) {
-    let _ = child.kill();
-    let _ = child.wait();
+/// A child process killed (and reaped) when dropped, so a failing test leaves nothing
+/// running.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn kill(child: Running) {
+    drop(child);
 }
 
 /// Runs one sipp UAC call from `ip` to Papercup at `sip`, seat credentials in `auth`.
@@ -999,7 +1010,7 @@ fn strip_ansi(s: &str) -> String {
 }
 
 /// A baresip desk phone registered as `user` to `sip`, answering calls at once.
-fn baresip(dir: &std::path::Path, user: &str, pass: &str, sip: &str) -> std::process::Child {
+fn baresip(dir: &std::path::Path, user: &str, pass: &str, sip: &str) -> Running {
     let home = dir.join(format!("baresip-{user}"));
     std::fs::create_dir_all(&home).expect("baresip dir");
     let port = free_udp_port();
@@ -1047,6 +1058,7 @@ fn baresip(dir: &std::path::Path, user: &str, pass: &str, sip: &str) -> std::pro
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
+        .map(Running)
         .expect("baresip (baresip-core) runs")
 }
 
@@ -1122,7 +1134,8 @@ async fn desk_phone_calls_through_trunks_with_failover() {
         .env("PAPERCUP_TRUNKS__SETUP_TIMEOUT_SECS", "20")
         .env("PAPERCUP_DATABASE__CHANGE_POLL_MS", "100")
         .env("PAPERCUP_LOG__LEVEL", "debug,sqlx=warn");
-    let (mut server, _http, sip) = start_serve_logged(serve, Some(&log));
+    let (server, _http, sip) = start_serve_logged(serve, Some(&log));
+    let mut server = Running(server);
 
     // Trunks and numbers added while the server runs.
     let (p1, p2) = (free_udp_port(), free_udp_port());
@@ -1373,7 +1386,7 @@ async fn desk_phone_calls_through_trunks_with_failover() {
         "an unknown source"
     );
     // With desk1's phone (baresip, auto-answer) registered, the DID rings it.
-    let mut phone = baresip(&dir, "desk1", "desk-phone-pass", &sip);
+    let phone = baresip(&dir, "desk1", "desk-phone-pass", &sip);
     let start = Instant::now();
     while env
         .json(&["registrations", "list", "--json"])
@@ -1387,8 +1400,7 @@ async fn desk_phone_calls_through_trunks_with_failover() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let answered = inbound("127.0.0.2", "+15550001111", 200);
-    let _ = phone.kill();
-    let _ = phone.wait();
+    kill(phone);
     assert!(
         answered,
         "the DID rings the seat's phone; server log:\n{}",
@@ -1407,7 +1419,7 @@ async fn desk_phone_calls_through_trunks_with_failover() {
     );
     kill(c1);
     kill(c2);
-    stop(&mut server);
+    stop(&mut server.0);
     let logged = std::fs::read_to_string(&log).expect("log");
     assert!(
         logged.contains("trunks and numbers reloaded"),
