@@ -68,6 +68,20 @@ impl Env {
         String::from_utf8(out.stdout).expect("utf-8")
     }
 
+    /// Creates a wallet for `kind` `owner`; returns its id.
+    fn wallet(&self, kind: &str, owner: &str) -> String {
+        let w = self.json(&[
+            "wallet",
+            "create",
+            "--owner-kind",
+            kind,
+            "--owner",
+            owner,
+            "--json",
+        ]);
+        w["id"].as_i64().expect("wallet id").to_string()
+    }
+
     fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
         assert!(
@@ -175,16 +189,7 @@ async fn a_deck_with_one_bad_row_imports_nothing_and_names_the_line() {
 #[tokio::test]
 async fn wallet_movements_from_the_cli_are_idempotent() {
     for env in envs().await {
-        let w = env.json(&[
-            "wallet",
-            "create",
-            "--owner-kind",
-            "company",
-            "--owner",
-            "acme",
-            "--json",
-        ]);
-        let id = w["id"].as_i64().expect("id").to_string();
+        let id = env.wallet("company", "acme");
         // The same command twice: the second changes nothing.
         let credit = [
             "wallet",
@@ -1102,16 +1107,7 @@ async fn desk_phone_calls_through_trunks_with_failover() {
     const SECRET: &str = "carrier-secret-Zq81";
     let env = envs().await.into_iter().next().expect("a database");
     let dir = env.dir.path().to_path_buf();
-    let w = env.json(&[
-        "wallet",
-        "create",
-        "--owner-kind",
-        "company",
-        "--owner",
-        "acme",
-        "--json",
-    ]);
-    let wallet = w["id"].as_i64().expect("id").to_string();
+    let wallet = env.wallet("company", "acme");
     env.ok(&["wallet", "credit", &wallet, "10", "--reason", "test"]);
     env.ok(&["rates", "import", DECK]);
     env.ok_with_stdin(
@@ -1312,16 +1308,7 @@ async fn desk_phone_calls_through_trunks_with_failover() {
         "prefix,country,description,rate_per_min,connect_fee,increment_first,increment_next\n\
          6129999,AU,Test by the second,0.30,0,1,1\n",
     );
-    let w2 = env.json(&[
-        "wallet",
-        "create",
-        "--owner-kind",
-        "person",
-        "--owner",
-        "bob",
-        "--json",
-    ]);
-    let w2 = w2["id"].as_i64().expect("id").to_string();
+    let w2 = env.wallet("person", "bob");
     env.ok(&["wallet", "credit", &w2, "0.015", "--reason", "test"]);
     env.ok_with_stdin(
         &[

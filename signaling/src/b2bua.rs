@@ -25,9 +25,10 @@ use rsipstack::dialog::invite_dialog::InviteDialog;
 use rsipstack::sip::prelude::HeadersExt;
 use rsipstack::sip::{Header, Request, StatusCode, Transport};
 use sip_trunk::routing::{self, Limits};
+use sip_trunk::store::AttemptDirection::{Inbound, Outbound};
 use sip_trunk::store::{Attempt, AttemptDirection};
 use sip_trunk::{Health, Number, TrunkSecret, TrunkTransport};
-use storage::Db;
+use storage::{now_ms, Db};
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 use tracing::{debug, info, warn};
@@ -50,6 +51,8 @@ pub struct ControlConfig {
 struct Tables {
     trunks: Vec<TrunkSecret>,
     numbers: HashMap<String, Number>,
+    /// Enabled trunks' inbound sources, with the trunk's index in `trunks`.
+    sources: Vec<(ipnet::IpNet, usize)>,
 }
 
 /// The calls of this host and what they need: routing tables, limits, billing.
@@ -92,10 +95,6 @@ enum Setup {
     Cancelled,
 }
 
-fn now_ms() -> i64 {
-    storage::now_ms()
-}
-
 /// The user part of a `sip:`/`tel:` URI in a header value (`"A" <sip:+1555@x>;tag=1`).
 fn uri_user(value: &str) -> Option<String> {
     let start = value
@@ -109,11 +108,13 @@ fn uri_user(value: &str) -> Option<String> {
     (!user.is_empty()).then(|| user.to_string())
 }
 
-fn header<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
-    req.headers
-        .iter()
-        .find(|h| h.name().eq_ignore_ascii_case(name))
-        .map(Header::value)
+/// A number as `+E164` (carriers and phones send it with or without the `+`).
+fn plus(n: &str) -> String {
+    if n.starts_with('+') {
+        n.to_string()
+    } else {
+        format!("+{n}")
+    }
 }
 
 fn sdp_headers() -> Vec<Header> {
@@ -162,9 +163,21 @@ impl CallControl {
             .map(|n| (n.e164.clone(), n))
             .collect::<HashMap<_, _>>();
         let counts = (trunks.len(), numbers.len());
-        *self.tables.write().unwrap_or_else(|p| p.into_inner()) =
-            Arc::new(Tables { trunks, numbers });
-        self.caller.abuse.set_extra_exempt(self.trunk_sources());
+        let sources: Vec<(ipnet::IpNet, usize)> = trunks
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.trunk.enabled)
+            .flat_map(|(i, t)| t.trunk.inbound_nets().into_iter().map(move |n| (n, i)))
+            .collect();
+        // Carriers send many calls from few addresses: never rate-limit them.
+        self.caller
+            .abuse
+            .set_extra_exempt(trunks.iter().flat_map(|t| t.trunk.inbound_nets()).collect());
+        *self.tables.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Tables {
+            trunks,
+            numbers,
+            sources,
+        });
         Ok(counts)
     }
 
@@ -210,34 +223,23 @@ impl CallControl {
 
     /// The trunk whose inbound allow-list contains `ip`, if any (enabled trunks only).
     pub fn trunk_for_source(&self, ip: IpAddr) -> Option<TrunkSecret> {
-        self.tables()
-            .trunks
+        let tables = self.tables();
+        tables
+            .sources
             .iter()
-            .find(|t| {
-                t.trunk.enabled
-                    && t.trunk.inbound_sources.iter().any(|s| {
-                        s.parse::<ipnet::IpNet>()
-                            .map(|n| n.contains(&ip))
-                            .or_else(|_| s.parse::<IpAddr>().map(|a| a == ip))
-                            .unwrap_or(false)
-                    })
-            })
-            .cloned()
+            .find(|(n, _)| n.contains(&ip))
+            .map(|(_, i)| tables.trunks[*i].clone())
     }
 
-    /// The addresses of every trunk's inbound sources (exempt from the abuse guard's
-    /// request rate: a carrier sends many calls from few addresses).
-    pub fn trunk_sources(&self) -> Vec<ipnet::IpNet> {
-        self.tables()
-            .trunks
-            .iter()
-            .flat_map(|t| t.trunk.inbound_sources.clone())
-            .filter_map(|s| {
-                s.parse::<ipnet::IpNet>()
-                    .ok()
-                    .or_else(|| s.parse::<IpAddr>().ok().map(ipnet::IpNet::from))
-            })
-            .collect()
+    fn attempt(
+        &self,
+        call_id: &str,
+        seq: i64,
+        direction: AttemptDirection,
+        trunk: &str,
+        target: &str,
+    ) -> Attempt {
+        Attempt::start(call_id, seq, &self.cfg.node_id, direction, trunk, target)
     }
 
     async fn log_attempt(&self, a: &Attempt) {
@@ -250,7 +252,7 @@ impl CallControl {
     /// ours), else the number routed to the seat, else none (anonymous).
     fn caller_id(&self, seat: &Seat, req: &Request) -> Result<Option<String>, String> {
         let tables = self.tables();
-        if let Some(v) = header(req, "P-Preferred-Identity") {
+        if let Some(v) = crate::outbound::header_value(&req.headers, "P-Preferred-Identity") {
             let n =
                 uri_user(v).ok_or_else(|| format!("P-Preferred-Identity {v:?} has no number"))?;
             let n = if n.starts_with('+') {
@@ -384,21 +386,10 @@ impl CallControl {
             |id| self.health_of(id),
             &mut rand::rng(),
         );
-        let at = now_ms();
         for (i, (name, why)) in plan.skipped.iter().enumerate() {
-            self.log_attempt(&Attempt {
-                call_id: call_id.to_string(),
-                seq: i as i64 + 1,
-                node_id: self.cfg.node_id.clone(),
-                direction: AttemptDirection::Outbound,
-                trunk: name.clone(),
-                target: dest.to_string(),
-                started_at: at,
-                ended_at: Some(at),
-                status: None,
-                outcome: format!("skipped: {}", why.as_str()),
-            })
-            .await;
+            let mut a = self.attempt(call_id, i as i64 + 1, Outbound, name, dest);
+            a.end(None, format!("skipped: {}", why.as_str()));
+            self.log_attempt(&a).await;
         }
         if plan.candidates.is_empty() {
             let why = if plan.skipped.is_empty() {
@@ -428,34 +419,22 @@ impl CallControl {
         let first_seq = plan.skipped.len() as i64 + 1;
         for (seq, t) in (first_seq..).zip(plan.candidates.iter()) {
             let tr = &t.trunk;
-            let mut attempt = Attempt {
-                call_id: call_id.to_string(),
-                seq,
-                node_id: self.cfg.node_id.clone(),
-                direction: AttemptDirection::Outbound,
-                trunk: tr.name.clone(),
-                target: tr.provider.request_uri(dest, &tr.host, tr.port),
-                started_at: now_ms(),
-                ended_at: None,
-                status: None,
-                outcome: String::new(),
-            };
+            let target = tr.provider.request_uri(dest, &tr.host, tr.port);
+            let mut attempt = self.attempt(call_id, seq, Outbound, &tr.name, &target);
             let channel = match self.limits.acquire(tr, std::time::Instant::now()) {
                 Ok(g) => g,
                 Err(s) => {
-                    attempt.ended_at = Some(now_ms());
-                    attempt.outcome = format!("skipped: {}", s.as_str());
+                    attempt.end(None, format!("skipped: {}", s.as_str()));
                     self.log_attempt(&attempt).await;
                     continue;
                 }
             };
-            let destination = match resolve(&tr.host, tr.port_or_default()).await {
+            let destination = match crate::probe::resolve(&tr.host, tr.port_or_default()).await {
                 Ok(d) => d,
                 Err(e) => {
-                    attempt.ended_at = Some(now_ms());
-                    attempt.outcome = format!("failed: {e} → next trunk");
+                    attempt.end(None, format!("failed: {e} → next trunk"));
                     self.log_attempt(&attempt).await;
-                    last = (503, e);
+                    last = (503, e.to_string());
                     continue;
                 }
             };
@@ -482,8 +461,7 @@ impl CallControl {
             let mut b = match self.caller.place_call(call) {
                 Ok(b) => b,
                 Err(e) => {
-                    attempt.ended_at = Some(now_ms());
-                    attempt.outcome = format!("failed: {e} → next trunk");
+                    attempt.end(None, format!("failed: {e} → next trunk"));
                     self.log_attempt(&attempt).await;
                     last = (503, e.to_string());
                     continue;
@@ -502,9 +480,7 @@ impl CallControl {
                             ringing_sent = true;
                         }
                         Some(Update::Answered) => {
-                            attempt.ended_at = Some(now_ms());
-                            attempt.status = Some(200);
-                            attempt.outcome = "answered".into();
+                            attempt.end(Some(200), "answered");
                             self.log_attempt(&attempt).await;
                             info!(%call_id, trunk = %tr.name, "answered");
                             return Setup::Answered(b, tr.name.clone(), Some(channel));
@@ -516,8 +492,7 @@ impl CallControl {
                     st = a.states.recv() => match st {
                         Some(DialogState::Terminated(_, _)) | None => {
                             end_leg(&mut b).await;
-                            attempt.ended_at = Some(now_ms());
-                            attempt.outcome = "cancelled by the caller".into();
+                            attempt.end(None, "cancelled by the caller");
                             self.log_attempt(&attempt).await;
                             return Setup::Cancelled;
                         }
@@ -525,30 +500,30 @@ impl CallControl {
                     },
                     _ = sleep_until(deadline) => {
                         end_leg(&mut b).await;
-                        attempt.ended_at = Some(now_ms());
-                        attempt.outcome = "setup timeout".into();
+                        attempt.end(None, "setup timeout");
                         self.log_attempt(&attempt).await;
                         return Setup::Failed(408, format!("no answer within {} s", self.cfg.setup_timeout.as_secs()));
                     }
                 }
             };
             drop(channel);
-            attempt.ended_at = Some(now_ms());
             let status = match &ended {
                 EndReason::Rejected(s) => Some(*s),
                 _ => None,
             };
-            attempt.status = status;
             let fails_over = tr.provider.fails_over(status);
             let what = match status {
                 Some(s) => format!("rejected {s}"),
                 None => ended.to_string(),
             };
-            attempt.outcome = if fails_over {
-                format!("{what} → next trunk")
-            } else {
-                what.clone()
-            };
+            attempt.end(
+                status,
+                if fails_over {
+                    format!("{what} → next trunk")
+                } else {
+                    what.clone()
+                },
+            );
             self.log_attempt(&attempt).await;
             info!(%call_id, trunk = %tr.name, outcome = %attempt.outcome, "trunk attempt ended");
             if !fails_over {
@@ -566,24 +541,8 @@ impl CallControl {
     /// phone of the number's seat.
     pub(crate) async fn trunk_call(self: Arc<Self>, trunk: TrunkSecret, mut a: ServerLeg) {
         let call_id = a.dialog.id().call_id.clone();
-        let did_raw = a.request.uri.user().unwrap_or_default().to_string();
-        let did = if did_raw.starts_with('+') {
-            did_raw.clone()
-        } else {
-            format!("+{did_raw}")
-        };
-        let mut attempt = Attempt {
-            call_id: call_id.clone(),
-            seq: 1,
-            node_id: self.cfg.node_id.clone(),
-            direction: AttemptDirection::Inbound,
-            trunk: trunk.trunk.name.clone(),
-            target: did.clone(),
-            started_at: now_ms(),
-            ended_at: None,
-            status: None,
-            outcome: String::new(),
-        };
+        let did = plus(a.request.uri.user().unwrap_or_default());
+        let mut attempt = self.attempt(&call_id, 1, Inbound, &trunk.trunk.name, &did);
         let number = self.tables().numbers.get(&did).cloned();
         let Some(number) = number else {
             info!(%call_id, trunk = %trunk.trunk.name, %did, "inbound call to a number not ours: 404");
@@ -609,17 +568,12 @@ impl CallControl {
                 .collect(),
             None => Vec::new(),
         };
-        let finish = |attempt: &mut Attempt, status: u16, outcome: String| {
-            attempt.ended_at = Some(now_ms());
-            attempt.status = Some(status);
-            attempt.outcome = outcome;
-        };
         if contacts.is_empty() {
             let why = match seat {
                 Some(s) => format!("{did}: seat {s} has no registered phone"),
                 None => format!("{did} has no routing target"),
             };
-            finish(&mut attempt, 480, why.clone());
+            attempt.end(Some(480), why.clone());
             self.log_attempt(&attempt).await;
             info!(%call_id, %did, reason = %why, "inbound call refused");
             reject(&a, 480, &why);
@@ -648,102 +602,82 @@ impl CallControl {
             }
         }
         let deadline = Instant::now() + self.cfg.setup_timeout;
-        let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Update)>();
-        let (cmd_txs, tasks): (Vec<_>, Vec<_>) = legs
-            .into_iter()
-            .enumerate()
-            .map(|(i, mut h)| {
-                let tx = tx.clone();
-                let (ctx, mut crx) =
-                    mpsc::unbounded_channel::<Option<tokio::sync::oneshot::Sender<CallHandle>>>();
-                let task = tokio::spawn(async move {
-                    loop {
-                        tokio::select! {
-                            u = h.next() => match u {
-                                Some(u) => {
-                                    let end = matches!(u, Update::Ended(_));
-                                    let _ = tx.send((i, u));
-                                    if end { return; }
-                                }
-                                None => return,
-                            },
-                            c = crx.recv() => match c {
-                                // Hand the winning leg over to the bridge.
-                                Some(Some(back)) => { let _ = back.send(h); return; }
-                                Some(None) | None => {
-                                    end_leg(&mut h).await;
-                                    return;
-                                }
+        // The phones' legs, polled together; `None` once a leg has ended.
+        let mut phones: Vec<Option<CallHandle>> = legs.into_iter().map(Some).collect();
+        let mut best: u16 = 480;
+        let mut ringing = false;
+        enum Event {
+            Leg(usize, Option<Update>),
+            AllEnded,
+            CallerGone,
+            Timeout,
+        }
+        let winner = loop {
+            let event = tokio::select! {
+                n = std::future::poll_fn(|cx| {
+                    for (i, leg) in phones.iter_mut().enumerate() {
+                        if let Some(h) = leg {
+                            if let std::task::Poll::Ready(u) = h.poll_next(cx) {
+                                return std::task::Poll::Ready(Event::Leg(i, u));
                             }
                         }
                     }
-                });
-                (ctx, task)
-            })
-            .unzip();
-        drop(tx);
-        let mut ended = 0;
-        let total = cmd_txs.len();
-        let mut best: u16 = 480;
-        let mut ringing = false;
-        let winner = loop {
-            tokio::select! {
-                m = rx.recv() => match m {
-                    Some((i, Update::Answered)) => break Some(i),
-                    Some((_, Update::Ringing | Update::EarlyMedia)) if !ringing => {
-                        ringing = true;
-                        let _ = a.dialog.ringing(None, None);
+                    if phones.iter().all(Option::is_none) {
+                        std::task::Poll::Ready(Event::AllEnded)
+                    } else {
+                        std::task::Poll::Pending
                     }
-                    Some((_, Update::Ended(r))) => {
-                        ended += 1;
-                        if let EndReason::Rejected(s) = r {
-                            // A busy phone says more than one that is unreachable.
-                            if s == 486 || s == 600 || s == 603 { best = s; }
-                        }
-                        if ended == total { break None; }
-                    }
-                    Some(_) => {}
-                    None => break None,
+                }) => n,
+                st = a.states.recv() => match st {
+                    Some(DialogState::Terminated(..)) | None => Event::CallerGone,
+                    Some(_) => continue,
                 },
-                st = a.states.recv() => if matches!(st, Some(DialogState::Terminated(..)) | None) {
-                    for c in &cmd_txs { let _ = c.send(None); }
-                    finish(&mut attempt, 487, "cancelled by the caller".into());
+                _ = sleep_until(deadline) => Event::Timeout,
+            };
+            match event {
+                Event::Leg(i, Some(Update::Answered)) => break Some(i),
+                Event::Leg(_, Some(Update::Ringing | Update::EarlyMedia)) if !ringing => {
+                    ringing = true;
+                    let _ = a.dialog.ringing(None, None);
+                }
+                Event::Leg(i, Some(Update::Ended(r))) => {
+                    phones[i] = None;
+                    // A busy phone says more than one that is unreachable.
+                    if let EndReason::Rejected(s @ (486 | 600 | 603)) = r {
+                        best = s;
+                    }
+                }
+                Event::Leg(i, None) => phones[i] = None,
+                Event::Leg(..) => {}
+                Event::AllEnded => break None,
+                Event::CallerGone => {
+                    end_legs(&mut phones);
+                    attempt.end(Some(487), "cancelled by the caller");
                     self.log_attempt(&attempt).await;
                     return;
-                },
-                _ = sleep_until(deadline) => {
-                    for c in &cmd_txs { let _ = c.send(None); }
-                    finish(&mut attempt, 480, "no answer".into());
+                }
+                Event::Timeout => {
+                    end_legs(&mut phones);
+                    attempt.end(Some(480), "no answer");
                     self.log_attempt(&attempt).await;
                     reject(&a, 480, "no answer");
                     return;
                 }
             }
         };
-        let Some(w) = winner else {
-            finish(&mut attempt, best, "no phone answered".into());
+        let Some(b) = winner.and_then(|w| phones[w].take()) else {
+            attempt.end(Some(best), "no phone answered");
             self.log_attempt(&attempt).await;
             reject(&a, best, "no phone answered");
             return;
         };
-        for (i, c) in cmd_txs.iter().enumerate() {
-            if i != w {
-                let _ = c.send(None);
-            }
-        }
-        let (back_tx, back_rx) = tokio::sync::oneshot::channel();
-        let _ = cmd_txs[w].send(Some(back_tx));
-        let Ok(b) = back_rx.await else {
-            reject(&a, 500, "answered leg lost");
-            return;
-        };
-        drop(tasks);
-        finish(&mut attempt, 200, "answered".into());
+        end_legs(&mut phones);
+        attempt.end(Some(200), "answered");
         self.log_attempt(&attempt).await;
         let (_never_tx, mut never) = mpsc::unbounded_channel();
         let (cause, ended_at) = bridge(&mut a, b, &mut never).await;
+        attempt.end(Some(200), format!("answered, ended: {}", cause.as_str()));
         attempt.ended_at = Some(ended_at);
-        attempt.outcome = format!("answered, ended: {}", cause.as_str());
         self.log_attempt(&attempt).await;
     }
 }
@@ -762,18 +696,6 @@ fn reason_header(status: u16, reason: &str) -> String {
         "SIP;cause={status};text=\"{}\"",
         reason.replace(['"', '\r', '\n'], "'")
     )
-}
-
-/// Resolves a trunk's host (A/AAAA; an IP passes through).
-async fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
-    if let Ok(ip) = host.trim_matches(['[', ']']).parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, port));
-    }
-    tokio::net::lookup_host((host, port))
-        .await
-        .map_err(|e| format!("cannot resolve {host}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{host} has no address"))
 }
 
 /// Joins the answered far leg `b` to the caller `a` until either hangs up or the credit
@@ -850,6 +772,13 @@ async fn bridge(
                 return (EndCause::CreditExhausted, deadline);
             },
         }
+    }
+}
+
+/// Hangs up every leg still in `legs`, in the background.
+fn end_legs(legs: &mut [Option<CallHandle>]) {
+    for mut h in legs.iter_mut().filter_map(Option::take) {
+        tokio::spawn(async move { end_leg(&mut h).await });
     }
 }
 

@@ -92,6 +92,14 @@ impl CallHandle {
         self.updates.recv().await
     }
 
+    /// Polls for the next update (to wait on several calls at once).
+    pub fn poll_next(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Update>> {
+        self.updates.poll_recv(cx)
+    }
+
     /// Hang up: CANCEL before an answer, BYE after.
     pub fn hangup(&self) {
         let _ = self.commands.send(Command::Hangup);
@@ -128,13 +136,15 @@ impl Drop for DialogGuard {
     }
 }
 
-fn header_value<'a>(headers: &'a rsipstack::sip::Headers, name: &str) -> Option<&'a str> {
-    headers.iter().find_map(|h| match h {
-        Header::SessionExpires(v) if name == "session-expires" => Some(v.value()),
-        Header::Allow(v) if name == "allow" => Some(v.value()),
-        Header::Other(n, v) if n.eq_ignore_ascii_case(name) => Some(v.as_str()),
-        _ => None,
-    })
+/// The value of the first header called `name` (any case; typed or not).
+pub(crate) fn header_value<'a>(
+    headers: &'a rsipstack::sip::Headers,
+    name: &str,
+) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|h| h.name().eq_ignore_ascii_case(name))
+        .map(Header::value)
 }
 
 fn allows_update(resp: &Response) -> bool {
@@ -173,15 +183,18 @@ impl SipServer {
     }
 }
 
+/// The address advertised for the listener `local` in Contact and Via: the public one
+/// behind 1:1 NAT.
+pub(crate) fn advertised(config: &crate::SipConfig, local: SocketAddr) -> SocketAddr {
+    config
+        .public_ip
+        .map_or(local, |ip| SocketAddr::new(ip, local.port()))
+}
+
 impl Caller {
     /// The address we advertise in Contact and Via (the public one behind 1:1 NAT).
     pub fn advertised(&self) -> Option<SocketAddr> {
-        let local = self.local?;
-        Some(
-            self.config
-                .public_ip
-                .map_or(local, |ip| SocketAddr::new(ip, local.port())),
-        )
+        Some(advertised(&self.config, self.local?))
     }
 
     /// Places a call; its progress arrives on the returned handle.

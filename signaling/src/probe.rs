@@ -110,6 +110,23 @@ fn final_response(bytes: &[u8]) -> Option<Result<Final, String>> {
     Some(Ok((status, reason, agent)))
 }
 
+/// Where a trunk's `host:port` is: an IP literal (brackets allowed) as is, a name by its
+/// first A/AAAA record.
+pub async fn resolve(host: &str, port: u16) -> Result<SocketAddr, ProbeError> {
+    if let Ok(ip) = host.trim_matches(['[', ']']).parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    let resolve = |reason: String| ProbeError::Resolve {
+        host: host.into(),
+        reason,
+    };
+    tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| resolve(e.to_string()))?
+        .next()
+        .ok_or_else(|| resolve("no address".into()))
+}
+
 /// Sends OPTIONS `uri` to `host:port` over `transport` and waits for the final answer.
 pub async fn options_probe(
     host: &str,
@@ -118,17 +135,7 @@ pub async fn options_probe(
     uri: &str,
     timeout: Duration,
 ) -> Result<ProbeResult, ProbeError> {
-    let target = tokio::net::lookup_host((host, port))
-        .await
-        .map_err(|e| ProbeError::Resolve {
-            host: host.into(),
-            reason: e.to_string(),
-        })?
-        .next()
-        .ok_or_else(|| ProbeError::Resolve {
-            host: host.into(),
-            reason: "no address".into(),
-        })?;
+    let target = resolve(host, port).await?;
     let t = transport.to_ascii_lowercase();
     let io = |e: std::io::Error| {
         if e.kind() == std::io::ErrorKind::ConnectionRefused {

@@ -354,9 +354,7 @@ impl SipServer {
                 .iter()
                 .find(|(t, _)| *t == Transport::Udp)
                 .and_then(|(_, a)| {
-                    let a = config
-                        .public_ip
-                        .map_or(*a, |ip| SocketAddr::new(ip, a.port()));
+                    let a = crate::outbound::advertised(&config, *a);
                     format!("sip:papercup@{a}").as_str().try_into().ok()
                 }),
         });
@@ -518,12 +516,9 @@ impl Dispatch {
             crate::registrar::AuthOutcome::Ok(s) => s.seat,
             crate::registrar::AuthOutcome::Refuse(r) => return Err(r),
         };
-        let se = req.headers.iter().find_map(|h| match h {
-            Header::SessionExpires(v) => Some(v.value().to_string()),
-            _ => None,
-        });
+        let se = crate::outbound::header_value(&req.headers, "session-expires");
         if let crate::session_timer::Negotiation::TooSmall { min_se } =
-            crate::session_timer::negotiate_request(se.as_deref(), self.min_se, false)
+            crate::session_timer::negotiate_request(se, self.min_se, false)
         {
             let mut r = Reply::refusal(
                 StatusCode::SessionIntervalTooSmall,

@@ -76,6 +76,14 @@ impl Trunk {
         self.port.unwrap_or(self.transport.default_port())
     }
 
+    /// The inbound sources as networks (a bare address is a /32 or /128).
+    pub fn inbound_nets(&self) -> Vec<ipnet::IpNet> {
+        self.inbound_sources
+            .iter()
+            .filter_map(|s| parse_source(s))
+            .collect()
+    }
+
     /// The Request-URI of an OPTIONS probe: `sip:host:port`.
     pub fn options_uri(&self) -> String {
         format!("sip:{}:{}", self.host, self.port_or_default())
@@ -131,6 +139,13 @@ impl fmt::Debug for TrunkSettings {
     }
 }
 
+/// An inbound source: a CIDR range, or one address.
+pub fn parse_source(s: &str) -> Option<ipnet::IpNet> {
+    s.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+}
+
 /// Whether `s` is an E.164 number (`+` and 8 to 15 digits).
 pub fn is_e164(s: &str) -> bool {
     s.strip_prefix('+')
@@ -181,7 +196,7 @@ impl TrunkSettings {
             check_caller_id(c)?;
         }
         for n in self.inbound_sources.iter().flatten() {
-            if n.parse::<ipnet::IpNet>().is_err() && n.parse::<std::net::IpAddr>().is_err() {
+            if parse_source(n).is_none() {
                 return Err(invalid(
                     "inbound_sources",
                     format!("{n:?} is not a CIDR range or address"),
@@ -270,7 +285,7 @@ async fn changed(db: &Db) -> Result<(), TrunkError> {
     Ok(storage::bump(&mut conn, db.backend(), storage::Topic::Trunks).await?)
 }
 
-/// Every trunk with its password (for routing; never printed).
+/// Every trunk with its password (for routing; never printed), by priority then name.
 pub async fn secrets(db: &Db) -> Result<Vec<TrunkSecret>, TrunkError> {
     let rows = sqlx::query(&format!(
         "SELECT {COLS} FROM trunks ORDER BY priority, name"
@@ -344,15 +359,7 @@ pub async fn add(db: &Db, name: &str, s: &TrunkSettings) -> Result<Trunk, TrunkE
 
 /// Every trunk, by priority then name.
 pub async fn trunks(db: &Db) -> Result<Vec<Trunk>, TrunkError> {
-    let rows = sqlx::query(&format!(
-        "SELECT {COLS} FROM trunks ORDER BY priority, name"
-    ))
-    .fetch_all(db.pool())
-    .await?;
-    Ok(rows
-        .iter()
-        .map(|r| from_row(r).map(|t| t.trunk))
-        .collect::<Result<_, _>>()?)
+    Ok(secrets(db).await?.into_iter().map(|t| t.trunk).collect())
 }
 
 /// One trunk with its password (for signaling).
@@ -663,6 +670,38 @@ pub struct Attempt {
     pub status: Option<u16>,
     /// What happened: `answered`, `rejected 503 → next trunk`, `skipped: down`, …
     pub outcome: String,
+}
+
+impl Attempt {
+    /// An attempt starting now.
+    pub fn start(
+        call_id: &str,
+        seq: i64,
+        node_id: &str,
+        direction: AttemptDirection,
+        trunk: &str,
+        target: &str,
+    ) -> Self {
+        Self {
+            call_id: call_id.into(),
+            seq,
+            node_id: node_id.into(),
+            direction,
+            trunk: trunk.into(),
+            target: target.into(),
+            started_at: storage::now_ms(),
+            ended_at: None,
+            status: None,
+            outcome: String::new(),
+        }
+    }
+
+    /// Ends it now with `status` (if a final response came) and `outcome`.
+    pub fn end(&mut self, status: Option<u16>, outcome: impl Into<String>) {
+        self.ended_at = Some(storage::now_ms());
+        self.status = status;
+        self.outcome = outcome.into();
+    }
 }
 
 /// Logs the start of an attempt (or, with `ended_at` and `outcome` set, a skipped one).

@@ -334,11 +334,7 @@ async fn test_call(
         );
     }
     let port = tr.port_or_default();
-    let dest = tokio::net::lookup_host((tr.host.as_str(), port))
-        .await
-        .with_context(|| format!("cannot resolve {}", tr.host))?
-        .next()
-        .ok_or_else(|| anyhow!("{} has no address", tr.host))?;
+    let dest = signaling::probe::resolve(&tr.host, port).await?;
     // The local address that routes to the trunk: our Via, Contact and SDP say it.
     let local_ip = {
         let s = std::net::UdpSocket::bind((if dest.is_ipv4() { "0.0.0.0" } else { "::" }, 0))?;
