@@ -683,3 +683,300 @@ impl Bridge {
         out.push(Transmit { to, packet });
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::srtp::{SdesCrypto, SrtpSession, Suite};
+    use rtc::shared::marshal::Marshal;
+
+    const PCMU: LegFormat = LegFormat {
+        codec: Codec::Pcmu,
+        pt: 0,
+        dtmf_pt: Some(101),
+    };
+    const OPUS: LegFormat = LegFormat {
+        codec: Codec::Opus,
+        pt: 111,
+        dtmf_pt: Some(126),
+    };
+
+    /// A stream of 20 ms packets as a peer would send them.
+    struct Peer {
+        fmt: LegFormat,
+        ssrc: u32,
+        seq: u16,
+        ts: u32,
+        enc: Encoder,
+        n: u64,
+    }
+
+    impl Peer {
+        fn new(fmt: LegFormat) -> Self {
+            Self {
+                fmt,
+                ssrc: rand::random(),
+                seq: rand::random(),
+                ts: rand::random(),
+                enc: Encoder::new(fmt.codec).unwrap(),
+                n: 0,
+            }
+        }
+
+        fn next(&mut self) -> Packet {
+            let pcm: Vec<i16> = (0..FRAME_SAMPLES as u64)
+                .map(|i| {
+                    let t = (self.n * FRAME_SAMPLES as u64 + i) as f64 / 8000.0;
+                    ((2.0 * std::f64::consts::PI * 440.0 * t).sin() * 8000.0) as i16
+                })
+                .collect();
+            self.n += 1;
+            let mut payload = Vec::new();
+            self.enc.encode(&pcm, &mut payload).unwrap();
+            let p = Packet {
+                header: Header {
+                    version: 2,
+                    payload_type: self.fmt.pt,
+                    sequence_number: self.seq,
+                    timestamp: self.ts,
+                    ssrc: self.ssrc,
+                    ..Default::default()
+                },
+                payload: payload.into(),
+            };
+            self.seq = self.seq.wrapping_add(1);
+            self.ts = self.ts.wrapping_add(self.fmt.codec.frame_units());
+            p
+        }
+
+        /// What a phone does after a re-INVITE: a new SSRC and sequence.
+        fn restart(&mut self) {
+            self.ssrc = rand::random();
+            self.seq = rand::random();
+            self.ts = rand::random();
+        }
+    }
+
+    /// Receives one leg's output through SRTP with replay protection, checking the stream
+    /// stays one continuous stream.
+    struct Far {
+        tx: SrtpSession,
+        rx: SrtpSession,
+        last: Option<(u32, u16, u32)>,
+        packets: u64,
+        max_ts_jump: u32,
+    }
+
+    impl Far {
+        fn new() -> Self {
+            let ours = SdesCrypto::generate(1, Suite::Aes128Sha1_80);
+            let theirs = SdesCrypto::generate(1, Suite::Aes128Sha1_80);
+            Self {
+                tx: SrtpSession::new(&ours, &theirs).unwrap(),
+                rx: SrtpSession::new(&theirs, &ours).unwrap(),
+                last: None,
+                packets: 0,
+                max_ts_jump: 0,
+            }
+        }
+
+        fn receive(&mut self, p: &Packet) {
+            let wire = self.tx.protect_rtp(&p.marshal().unwrap()).unwrap();
+            self.rx
+                .unprotect_rtp(&wire)
+                .expect("no SRTP replay or authentication drop");
+            let h = &p.header;
+            if let Some((ssrc, seq, ts)) = self.last {
+                assert_eq!(h.ssrc, ssrc, "one SSRC for the whole call");
+                assert_eq!(h.sequence_number, seq.wrapping_add(1), "sequence +1");
+                let jump = h.timestamp.wrapping_sub(ts);
+                assert!(jump > 0 && jump < 0x8000_0000, "timestamp moves forward");
+                self.max_ts_jump = self.max_ts_jump.max(jump);
+            }
+            self.last = Some((h.ssrc, h.sequence_number, h.timestamp));
+            self.packets += 1;
+        }
+    }
+
+    fn run_two_way(
+        bridge: &mut Bridge,
+        a: &mut Peer,
+        b: &mut Peer,
+        far_a: &mut Far,
+        far_b: &mut Far,
+        now: &mut Instant,
+        secs: u64,
+    ) {
+        let mut out = Vec::new();
+        for _ in 0..secs * 50 {
+            *now += Duration::from_millis(20);
+            bridge.on_packet(Side::A, a.next(), *now, &mut out);
+            bridge.on_packet(Side::B, b.next(), *now, &mut out);
+            for t in out.drain(..) {
+                match t.to {
+                    Side::A => far_a.receive(&t.packet),
+                    Side::B => far_b.receive(&t.packet),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_long_hold_and_a_new_ssrc_keep_both_streams_continuous() {
+        for (fa, fb, passthrough) in [(OPUS, PCMU, false), (PCMU, PCMU, true)] {
+            let mut bridge = Bridge::new(fa, fb);
+            assert_eq!(bridge.is_passthrough(), passthrough);
+            let (mut a, mut b) = (Peer::new(fa), Peer::new(fb));
+            let (mut far_a, mut far_b) = (Far::new(), Far::new());
+            let mut now = Instant::now();
+            run_two_way(
+                &mut bridge,
+                &mut a,
+                &mut b,
+                &mut far_a,
+                &mut far_b,
+                &mut now,
+                10,
+            );
+            // Five minutes of hold: nothing flows either way (the browser's RTP clock
+            // keeps running).
+            now += Duration::from_secs(300);
+            a.ts = a.ts.wrapping_add(300 * fa.codec.clock_rate());
+            // The phone comes back from the re-INVITE with a new SSRC and sequence; the
+            // browser carries on with its own.
+            b.restart();
+            run_two_way(
+                &mut bridge,
+                &mut a,
+                &mut b,
+                &mut far_a,
+                &mut far_b,
+                &mut now,
+                10,
+            );
+            for far in [&far_a, &far_b] {
+                // Only a few packets short of 20 s each way (the Opus decoder's first
+                // frames), none refused by SRTP, and the timeline jumped by the hold.
+                assert!(far.packets >= 990, "{} packets", far.packets);
+            }
+            assert!(far_b.max_ts_jump >= 300 * 8000, "{}", far_b.max_ts_jump);
+            let a_rate = fa.codec.clock_rate();
+            assert!(far_a.max_ts_jump >= 300 * a_rate, "{}", far_a.max_ts_jump);
+            let c = bridge.counters();
+            assert_eq!(c.dropped, 0, "{c:?}");
+            if passthrough {
+                assert_eq!(c.transcoded, 0);
+                assert_eq!(c.passed, 2000);
+            }
+        }
+    }
+
+    #[test]
+    fn pass_through_copies_payload_bytes() {
+        let mut bridge = Bridge::new(PCMU, LegFormat { pt: 0, ..PCMU });
+        let mut a = Peer::new(PCMU);
+        let mut out = Vec::new();
+        let p = a.next();
+        bridge.on_packet(Side::A, p.clone(), Instant::now(), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].to, Side::B);
+        assert_eq!(out[0].packet.payload, p.payload);
+        assert_eq!(out[0].packet.header.ssrc, bridge.ssrc(Side::B));
+        assert_ne!(out[0].packet.header.ssrc, p.header.ssrc);
+        // Muted: same size, µ-law silence.
+        bridge.set_muted(Side::A, true);
+        out.clear();
+        bridge.on_packet(Side::A, a.next(), Instant::now(), &mut out);
+        assert!(out[0].packet.payload.iter().all(|b| *b == 0xFF));
+    }
+
+    #[test]
+    fn a_lost_opus_packet_is_concealed_and_duplicates_dropped() {
+        let mut bridge = Bridge::new(OPUS, PCMU);
+        let mut a = Peer::new(OPUS);
+        let mut out = Vec::new();
+        let now = Instant::now();
+        for _ in 0..5 {
+            bridge.on_packet(Side::A, a.next(), now, &mut out);
+        }
+        let _lost = a.next();
+        let after = a.next();
+        bridge.on_packet(Side::A, after.clone(), now, &mut out);
+        bridge.on_packet(Side::A, after, now, &mut out);
+        let c = bridge.counters();
+        assert_eq!(c.concealed, 1);
+        assert_eq!(c.dropped, 1);
+        // 5 + 1 concealed + 1 = 7 frames of PCMU, contiguous.
+        assert_eq!(out.len(), 7);
+        for w in out.windows(2) {
+            let d = w[1]
+                .packet
+                .header
+                .sequence_number
+                .wrapping_sub(w[0].packet.header.sequence_number);
+            assert_eq!(d, 1);
+        }
+    }
+
+    #[test]
+    fn a_source_replaces_bridged_audio_until_it_ends() {
+        let mut bridge = Bridge::new(OPUS, PCMU);
+        bridge.set_source(
+            Side::B,
+            Some(Box::new(Tone::new(
+                &[440.0],
+                0.3,
+                Some(Duration::from_millis(100)),
+            ))),
+        );
+        assert!(bridge.needs_tick());
+        let mut a = Peer::new(OPUS);
+        let mut out = Vec::new();
+        let mut now = Instant::now();
+        for _ in 0..10 {
+            now += Duration::from_millis(20);
+            bridge.on_packet(Side::A, a.next(), now, &mut out);
+            bridge.on_tick(now, &mut out);
+        }
+        // 5 tone frames (100 ms), then the bridged audio again.
+        assert_eq!(bridge.poll_event(), Some(Event::SourceDone { to: Side::B }));
+        assert!(!bridge.needs_tick());
+        assert!(out.iter().all(|t| t.to == Side::B));
+        assert!(out.len() >= 9, "{}", out.len());
+    }
+
+    #[test]
+    fn echo_plays_back_after_the_delay() {
+        let mut bridge = Bridge::echo(PCMU, Duration::from_millis(100));
+        let mut a = Peer::new(PCMU);
+        let mut out = Vec::new();
+        let mut now = Instant::now();
+        let mut first_echo = None;
+        for i in 0..20 {
+            now += Duration::from_millis(20);
+            bridge.on_packet(Side::A, a.next(), now, &mut out);
+            bridge.on_tick(now, &mut out);
+            if first_echo.is_none() && !out.is_empty() {
+                first_echo = Some(i);
+            }
+        }
+        assert_eq!(first_echo, Some(5), "100 ms = 5 frames of delay");
+        assert!(out.iter().all(|t| t.to == Side::A));
+        assert_eq!(out.len(), 15);
+    }
+
+    #[test]
+    fn ringback_has_its_cadence() {
+        let mut tone = Tone::ringback();
+        let mut frame = vec![0i16; FRAME_SAMPLES];
+        let mut energy = Vec::new();
+        for _ in 0..300 {
+            assert!(tone.next_frame(&mut frame));
+            energy.push(frame.iter().map(|s| (*s as i64).abs()).sum::<i64>());
+        }
+        // 2 s on (100 frames), 4 s off (200 frames).
+        assert!(energy[..100].iter().all(|e| *e > 0));
+        assert!(energy[100..300].iter().all(|e| *e == 0));
+    }
+}

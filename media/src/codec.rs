@@ -117,7 +117,8 @@ impl Decoder {
                 law.decode(payload, out);
                 Ok(())
             }
-            Decoder::Opus(dec) => opus_decode(dec, payload, false, out),
+            // 120 ms is the longest Opus packet: 960 samples at 8 kHz.
+            Decoder::Opus(dec) => opus_decode(dec, payload, false, 960, out),
         }
     }
 
@@ -131,9 +132,11 @@ impl Decoder {
                 out.extend(std::iter::repeat_n(0, FRAME_SAMPLES));
                 Ok(())
             }
+            // libopus conceals (or rebuilds from FEC) exactly as many samples as it is
+            // given room for: one 20 ms frame.
             Decoder::Opus(dec) => match next {
-                Some(next) => opus_decode(dec, next, true, out),
-                None => opus_decode(dec, &[], false, out),
+                Some(next) => opus_decode(dec, next, true, FRAME_SAMPLES, out),
+                None => opus_decode(dec, &[], false, FRAME_SAMPLES, out),
             },
         }
     }
@@ -143,11 +146,11 @@ fn opus_decode(
     dec: &mut opus::Decoder,
     payload: &[u8],
     fec: bool,
+    room: usize,
     out: &mut Vec<i16>,
 ) -> Result<()> {
-    // 120 ms is the longest Opus packet: 960 samples at 8 kHz.
     let start = out.len();
-    out.resize(start + 960, 0);
+    out.resize(start + room, 0);
     match dec.decode(payload, &mut out[start..], fec) {
         Ok(n) => {
             out.truncate(start + n);
