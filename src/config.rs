@@ -37,6 +37,8 @@ pub struct Config {
     pub sip: SipSection,
     /// Trunks: health checks.
     pub trunks: TrunksSection,
+    /// `[media]`
+    pub media: MediaSection,
     /// Logging.
     pub log: LogConfig,
 }
@@ -195,6 +197,140 @@ impl Default for TrunksSection {
     }
 }
 
+/// `[media]`
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaSection {
+    /// The address RTP and WebRTC sockets bind on.
+    pub bind_ip: String,
+    /// The address written in SDP and ICE candidates ("" = sip.public_ip, else bind_ip,
+    /// else the address SIP advertises).
+    pub public_ip: String,
+    /// RTP ports for SIP legs, "first-last" (even RTP, odd RTCP).
+    pub rtp_ports: String,
+    /// UDP ports for browser (WebRTC) legs, "first-last".
+    pub webrtc_ports: String,
+    /// Seconds a released port rests before it is reused.
+    pub port_drain_secs: u64,
+    /// Latch RTP to any source address (phones behind NAT), not only the SDP's IP.
+    pub nat_mode: bool,
+    /// Codecs offered to and accepted from desk phones, in order (PCMU, PCMA, opus).
+    pub phone_codecs: Vec<String>,
+    /// What a phone dials for the echo test.
+    pub echo_extension: String,
+    /// How long the echo test waits before playing back, in milliseconds.
+    pub echo_delay_ms: u64,
+    /// Seconds a browser may stay disconnected before its call ends.
+    pub webrtc_failed_after_secs: u64,
+    /// Seconds without RTP from a peer that sends (not on hold) before the call ends.
+    pub rtp_timeout_secs: u64,
+}
+
+impl Default for MediaSection {
+    fn default() -> Self {
+        Self {
+            bind_ip: "0.0.0.0".into(),
+            public_ip: String::new(),
+            rtp_ports: "10000-19999".into(),
+            webrtc_ports: "20000-29999".into(),
+            port_drain_secs: 30,
+            nat_mode: false,
+            phone_codecs: vec!["PCMU".into(), "PCMA".into()],
+            echo_extension: "*43".into(),
+            echo_delay_ms: 500,
+            webrtc_failed_after_secs: 10,
+            rtp_timeout_secs: 60,
+        }
+    }
+}
+
+fn port_range(
+    key: &'static str,
+    v: &str,
+) -> std::result::Result<(u16, u16), (&'static str, String)> {
+    let bad = || {
+        (
+            key,
+            format!("{v:?} is not a port range like \"10000-19999\""),
+        )
+    };
+    let (a, b) = v.trim().split_once('-').ok_or_else(bad)?;
+    let (a, b): (u16, u16) = (
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    );
+    if a == 0 || a > b {
+        return Err(bad());
+    }
+    Ok((a, b))
+}
+
+impl Config {
+    /// The media engine's settings. `sip_advertised` is the address SIP puts in Via and
+    /// Contact (the last fallback for SDP).
+    pub fn media_config(
+        &self,
+        sip_advertised: Option<std::net::IpAddr>,
+    ) -> std::result::Result<media::engine::MediaConfig, (&'static str, String)> {
+        use std::net::IpAddr;
+        use std::time::Duration;
+        let m = &self.media;
+        let ip = |key: &'static str,
+                  v: &str|
+         -> std::result::Result<Option<IpAddr>, (&'static str, String)> {
+            let v = v.trim();
+            if v.is_empty() {
+                return Ok(None);
+            }
+            v.parse()
+                .map(Some)
+                .map_err(|_| (key, format!("{v:?} is not an IP address")))
+        };
+        let bind_ip = ip("media.bind_ip", &m.bind_ip)?.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let public_ip = ip("media.public_ip", &m.public_ip)?
+            .or(ip("sip.public_ip", &self.sip.public_ip)?)
+            .or((!bind_ip.is_unspecified()).then_some(bind_ip))
+            .or(sip_advertised.filter(|a| !a.is_unspecified()));
+        let rtp_ports = port_range("media.rtp_ports", &m.rtp_ports)?;
+        let webrtc_ports = port_range("media.webrtc_ports", &m.webrtc_ports)?;
+        if rtp_ports.0 <= webrtc_ports.1 && webrtc_ports.0 <= rtp_ports.1 {
+            return Err(("media.webrtc_ports", "overlaps media.rtp_ports".into()));
+        }
+        let mut phone_codecs = Vec::new();
+        for c in &m.phone_codecs {
+            phone_codecs.push(match c.to_ascii_lowercase().as_str() {
+                "pcmu" => media::codec::Codec::Pcmu,
+                "pcma" => media::codec::Codec::Pcma,
+                "opus" => media::codec::Codec::Opus,
+                _ => {
+                    return Err((
+                        "media.phone_codecs",
+                        format!("{c:?}: the codecs are PCMU, PCMA and opus"),
+                    ))
+                }
+            });
+        }
+        if phone_codecs.is_empty() {
+            return Err(("media.phone_codecs", "name at least one codec".into()));
+        }
+        if m.echo_extension.trim().is_empty() {
+            return Err(("media.echo_extension", "must not be empty".into()));
+        }
+        Ok(media::engine::MediaConfig {
+            bind_ip,
+            public_ip,
+            rtp_ports,
+            webrtc_ports,
+            port_drain: Duration::from_secs(m.port_drain_secs),
+            nat_mode: m.nat_mode,
+            phone_codecs,
+            echo_delay: Duration::from_millis(m.echo_delay_ms.clamp(20, 5_000)),
+            webrtc_failed_after: Duration::from_secs(m.webrtc_failed_after_secs.max(2)),
+            rtp_timeout: Duration::from_secs(m.rtp_timeout_secs.max(5)),
+        })
+    }
+}
+
 /// `[sip]`
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -308,6 +444,7 @@ impl Default for Config {
             turn: TurnSection::default(),
             sip: SipSection::default(),
             trunks: TrunksSection::default(),
+            media: MediaSection::default(),
             log: LogConfig::default(),
         }
     }

@@ -161,6 +161,11 @@ pub async fn run(config: Config) -> Result<()> {
     let sip = signaling::SipServer::start(sip_config, db.clone())
         .await
         .context("starting SIP")?;
+    let media_config = config
+        .media_config(sip.caller().advertised().map(|a| a.ip()))
+        .map_err(|(key, msg)| anyhow::anyhow!("config key `{key}`: {msg}"))?;
+    let media = media::engine::MediaEngine::new(media_config)
+        .map_err(|e| anyhow::anyhow!("config key `media.rtp_ports`/`media.webrtc_ports`: {e}"))?;
     let control = signaling::b2bua::CallControl::new(
         sip.caller(),
         db.clone(),
@@ -169,6 +174,8 @@ pub async fn run(config: Config) -> Result<()> {
         signaling::b2bua::ControlConfig {
             node_id: config.node_id.clone(),
             setup_timeout: Duration::from_secs(config.trunks.setup_timeout_secs),
+            media,
+            echo_extension: config.media.echo_extension.trim().to_string(),
         },
     )
     .await

@@ -1189,7 +1189,11 @@ async fn desk_phone_calls_through_trunks_with_failover() {
     let c2 = carrier(&dir, p2, 200, false);
     wait_health("first", "up");
     wait_health("second", "up");
-    assert!(phone_call(&dir, &sip, UK, 200, ""), "call with failover");
+    assert!(
+        phone_call(&dir, &sip, UK, 200, ""),
+        "call with failover; server log:\n{}",
+        tail(&log)
+    );
     let call = last_call(&env, &mut seen);
     let a = &call["attempts"];
     assert_eq!(a.as_array().map(Vec::len), Some(2), "{call}");
@@ -1413,4 +1417,145 @@ async fn desk_phone_calls_through_trunks_with_failover() {
         "no reload logged"
     );
     assert!(!logged.contains(SECRET), "the password is in the log");
+}
+
+/// A 16-bit mono WAV of `secs` of a `freq` Hz sine at 8 kHz.
+fn tone_wav(path: &std::path::Path, freq: f64, secs: u32) {
+    let n = 8000 * secs;
+    let mut wav = Vec::new();
+    wav.extend_from_slice(b"RIFF");
+    wav.extend_from_slice(&(36 + n * 2).to_le_bytes());
+    wav.extend_from_slice(b"WAVEfmt ");
+    for v in [16u32] {
+        wav.extend_from_slice(&v.to_le_bytes());
+    }
+    for v in [1u16, 1] {
+        wav.extend_from_slice(&v.to_le_bytes());
+    }
+    wav.extend_from_slice(&8000u32.to_le_bytes());
+    wav.extend_from_slice(&16000u32.to_le_bytes());
+    wav.extend_from_slice(&2u16.to_le_bytes());
+    wav.extend_from_slice(&16u16.to_le_bytes());
+    wav.extend_from_slice(b"data");
+    wav.extend_from_slice(&(n * 2).to_le_bytes());
+    for i in 0..n {
+        let v = (2.0 * std::f64::consts::PI * freq * i as f64 / 8000.0).sin() * 0.3 * 32767.0;
+        wav.extend_from_slice(&(v as i16).to_le_bytes());
+    }
+    std::fs::write(path, wav).expect("wav");
+}
+
+/// The frequency (100–2000 Hz, 5 Hz steps) with the most energy (Goertzel), and the RMS.
+fn dominant_hz(samples: &[i16], rate: f64) -> (f64, f64) {
+    let x: Vec<f64> = samples.iter().map(|s| f64::from(*s)).collect();
+    let rms = (x.iter().map(|v| v * v).sum::<f64>() / x.len().max(1) as f64).sqrt();
+    let mut best = (0.0, 0.0);
+    let mut f = 100.0;
+    while f <= 2000.0 {
+        let c = 2.0 * (2.0 * std::f64::consts::PI * f / rate).cos();
+        let (mut s1, mut s2) = (0.0, 0.0);
+        for v in &x {
+            let s0 = v + c * s1 - s2;
+            s2 = s1;
+            s1 = s0;
+        }
+        let p = s1 * s1 + s2 * s2 - c * s1 * s2;
+        if p > best.1 {
+            best = (f, p);
+        }
+        f += 5.0;
+    }
+    (best.0, rms)
+}
+
+/// A desk phone dials the echo test (`*43`): no trunk and no charge, and what it sends
+/// (880 Hz from baresip's microphone file) comes back through Papercup's media engine,
+/// recorded by baresip.
+#[tokio::test]
+async fn desk_phone_hears_itself_on_the_echo_test() {
+    let env = envs().await.into_iter().next().expect("a database");
+    let dir = env.dir.path().to_path_buf();
+    let wallet = env.wallet("company", "acme");
+    env.ok_with_stdin(
+        &[
+            "seat",
+            "create",
+            "desk1",
+            "--wallet",
+            &wallet,
+            "--password-stdin",
+        ],
+        "desk-phone-pass\n",
+    );
+    let log = dir.join("serve.log");
+    let mut serve = env.cmd(&["serve"]);
+    serve
+        .env("PAPERCUP_MEDIA__BIND_IP", "127.0.0.1")
+        .env("PAPERCUP_MEDIA__ECHO_DELAY_MS", "200");
+    let (server, _http, sip) = start_serve_logged(serve, Some(&log));
+    let mut server = Running(server);
+
+    let home = dir.join("baresip-echo");
+    std::fs::create_dir_all(&home).expect("dir");
+    let mic = home.join("mic.wav");
+    tone_wav(&mic, 880.0, 30);
+    let port = free_udp_port();
+    std::fs::write(
+        home.join("config"),
+        format!(
+            "sip_listen 127.0.0.1:{port}\nnet_interface 127.0.0.1\n\
+             module_path /usr/lib/baresip/modules\nmodule g711.so\nmodule aufile.so\n\
+             module aubridge.so\nmodule sndfile.so\nsnd_path {}\n\
+             module_app account.so\nmodule_app menu.so\n\
+             audio_source aufile,{}\naudio_player aubridge,sink\n",
+            home.display(),
+            mic.display()
+        ),
+    )
+    .expect("config");
+    std::fs::write(
+        home.join("accounts"),
+        format!("<sip:desk1@{sip}>;auth_pass=desk-phone-pass;regint=0;audio_codecs=PCMU\n"),
+    )
+    .expect("accounts");
+    let status = Command::new("baresip")
+        .arg("-f")
+        .arg(&home)
+        .args(["-e", &format!("/dial sip:*43@{sip}"), "-t", "6"])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(home.join("log.txt")).expect("log"))
+        .stderr(Stdio::null())
+        .status()
+        .expect("baresip (baresip-core) runs");
+    assert!(status.success() || status.code().is_some());
+    let recording = std::fs::read_dir(&home)
+        .expect("dir")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with("-dec.wav"))
+        .unwrap_or_else(|| {
+            panic!(
+                "baresip recorded nothing; it said:\n{}\nserver:\n{}",
+                std::fs::read_to_string(home.join("log.txt")).unwrap_or_default(),
+                tail(&log)
+            )
+        });
+    let bytes = std::fs::read(&recording).expect("recording");
+    let samples: Vec<i16> = bytes[44..]
+        .chunks_exact(2)
+        .map(|c| i16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    assert!(samples.len() > 8000 * 3, "{} samples heard", samples.len());
+    let (f, rms) = dominant_hz(&samples[8000..8000 * 3], 8000.0);
+    assert!(
+        (f - 880.0).abs() <= 10.0 && rms > 1000.0,
+        "heard {f} Hz at RMS {rms}; server:\n{}",
+        tail(&log)
+    );
+    let text = strip_ansi(&std::fs::read_to_string(&log).unwrap_or_default());
+    assert!(text.contains("echo test"), "{}", tail(&log));
+    stop(&mut server.0);
+    // No charge, no CDR: the echo test is free.
+    let calls = env.json(&["calls", "list", "--json"]);
+    assert_eq!(calls.as_array().map(Vec::len), Some(0), "{calls}");
 }

@@ -33,6 +33,13 @@ use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 use tracing::{debug, info, warn};
 
+use media::bridge::Side;
+use media::codec::Codec;
+use media::engine::MediaEngine;
+use media::rtp_leg::{RtpLeg, Security};
+use media::session::{CallMedia, MediaEvent, MediaReport};
+use media::srtp::Suite;
+
 use crate::call::{EndReason, Update};
 use crate::outbound::{CallHandle, Caller, OutboundCall};
 use crate::store::Seat;
@@ -44,6 +51,10 @@ pub struct ControlConfig {
     pub node_id: String,
     /// How long a call may take to be answered, over every trunk tried.
     pub setup_timeout: Duration,
+    /// This host's media engine: every call's media is anchored here.
+    pub media: MediaEngine,
+    /// What a phone dials for the echo test (media only, no trunk, no charge).
+    pub echo_extension: String,
 }
 
 /// Trunks and numbers as last loaded (reloaded on the `trunks` change topic).
@@ -88,7 +99,12 @@ pub(crate) struct ServerLeg {
 
 /// How setting up the far leg ended.
 enum Setup {
-    Answered(CallHandle, String, Option<sip_trunk::ChannelGuard>),
+    Answered(
+        CallHandle,
+        String,
+        Option<sip_trunk::ChannelGuard>,
+        Box<CallMedia>,
+    ),
     /// Refused (status and reason for the caller).
     Failed(u16, String),
     /// The caller gave up.
@@ -280,6 +296,29 @@ impl CallControl {
     pub(crate) async fn seat_call(self: Arc<Self>, seat: Seat, mut a: ServerLeg) {
         let call_id = a.dialog.id().call_id.clone();
         let dialled = a.request.uri.user().unwrap_or_default().to_string();
+        let offer = String::from_utf8_lossy(&a.request.body).to_string();
+        if dialled == self.cfg.echo_extension {
+            self.echo_call(&seat, a, &offer).await;
+            return;
+        }
+        // The phone's media leg first: an offer we cannot use is refused before any
+        // money or trunk is involved.
+        let engine = self.cfg.media.clone();
+        let (leg_a, answer_a) =
+            match RtpLeg::answer(&engine, &offer, &engine.config().phone_codecs).await {
+                Ok(x) => x,
+                Err(e) => {
+                    info!(%call_id, seat = %seat.username, error = %e, "call refused: media");
+                    let status =
+                        if matches!(e, media::Error::PortsExhausted { .. } | media::Error::Io(_)) {
+                            503
+                        } else {
+                            488
+                        };
+                    reject(&a, status, &e.to_string());
+                    return;
+                }
+            };
         let caller_id = match self.caller_id(&seat, &a.request) {
             Ok(c) => c,
             Err(reason) => {
@@ -320,16 +359,24 @@ impl CallControl {
             .unwrap_or_else(|p| p.into_inner())
             .insert(call_id.clone(), credit_tx);
 
+        let mut leg_a = Some(leg_a);
         let setup = self
-            .route(&mut a, &call_id, &grant.callee, caller_id.as_deref())
+            .route(
+                &mut a,
+                &mut leg_a,
+                &call_id,
+                &grant.callee,
+                caller_id.as_deref(),
+            )
             .await;
+        let mut quality = None;
         let (cause, trunk, ended_at) = match setup {
             Setup::Failed(status, reason) => {
                 reject(&a, status, &reason);
                 (EndCause::NotAnswered, None, now_ms())
             }
             Setup::Cancelled => (EndCause::NotAnswered, None, now_ms()),
-            Setup::Answered(b, trunk, channel) => {
+            Setup::Answered(b, trunk, channel, media) => {
                 let answered_at = now_ms();
                 match self.billing.answer(&call_id, answered_at).await {
                     Ok(g) => {
@@ -339,8 +386,10 @@ impl CallControl {
                     }
                     Err(e) => warn!(%call_id, error = %e, "recording the answer failed"),
                 }
-                let (cause, ended_at) = bridge(&mut a, b, &mut credit_rx).await;
+                let (cause, ended_at, report) =
+                    bridge(&mut a, b, Some((*media, answer_a)), &mut credit_rx).await;
                 drop(channel);
+                quality = report.and_then(|r| serde_json::to_value(r).ok());
                 (cause, Some(trunk), ended_at)
             }
         };
@@ -358,7 +407,7 @@ impl CallControl {
                 ended_at,
                 cause: cause.clone(),
                 trunk,
-                quality: None,
+                quality,
             })
             .await
         {
@@ -369,11 +418,48 @@ impl CallControl {
         }
     }
 
+    /// The echo test: the phone hears itself after a short delay, until it hangs up. No
+    /// trunk, no charge.
+    async fn echo_call(&self, seat: &Seat, mut a: ServerLeg, offer: &str) {
+        let call_id = a.dialog.id().call_id.clone();
+        let engine = &self.cfg.media;
+        let (leg, answer) = match RtpLeg::answer(engine, offer, &engine.config().phone_codecs).await
+        {
+            Ok(x) => x,
+            Err(e) => {
+                reject(&a, 488, &e.to_string());
+                return;
+            }
+        };
+        let media = match CallMedia::echo(engine, leg.into()) {
+            Ok(m) => m,
+            Err(e) => {
+                reject(&a, 488, &e.to_string());
+                return;
+            }
+        };
+        info!(%call_id, seat = %seat.username, "echo test");
+        if a.dialog
+            .accept(Some(sdp_headers()), Some(answer.into_bytes()))
+            .is_err()
+        {
+            media.stop().await;
+            return;
+        }
+        let (_never_tx, mut never) = mpsc::unbounded_channel();
+        let mut media = media;
+        // The far "leg" is the echo itself: a call handle that never updates.
+        let (cause, _) = echo_loop(&mut a, &mut media, &mut never).await;
+        let report = media.stop().await;
+        info!(%call_id, cause = cause.as_str(), packets = report.a.packets_received, mos = ?report.a.mos, "echo test ended");
+    }
+
     /// Tries the trunks for `dest` in order until one answers, the caller gives up, a
     /// trunk gives an answer that must not fail over, or the setup time runs out.
     async fn route(
         &self,
         a: &mut ServerLeg,
+        leg_a: &mut Option<RtpLeg>,
         call_id: &str,
         dest: &str,
         caller_id: Option<&str>,
@@ -412,7 +498,11 @@ impl CallControl {
             return Setup::Failed(480, why);
         }
         let deadline = Instant::now() + self.cfg.setup_timeout;
-        let offer = a.request.body.clone();
+        let engine = self.cfg.media.clone();
+        let phone_codec = leg_a
+            .as_ref()
+            .and_then(|l| l.format())
+            .map_or(Codec::Pcmu, |f| f.codec);
         let from_user = caller_id.unwrap_or("anonymous").to_string();
         let mut last = (480, format!("no trunk answered for {dest}"));
         let mut ringing_sent = false;
@@ -442,6 +532,28 @@ impl CallControl {
                 .caller
                 .advertised()
                 .map_or_else(|| "invalid".to_string(), |a| a.to_string());
+            // Our own media leg toward this trunk: its codecs (the phone's first, so the
+            // call can pass through untranscoded), SDES-SRTP on secure trunks.
+            let security = if tr.srtp {
+                Security::Sdes(Suite::Aes128Sha1_80)
+            } else {
+                Security::None
+            };
+            let (mut leg_b, offer) = match RtpLeg::offer(
+                &engine,
+                &trunk_codecs(&tr.codecs, phone_codec),
+                security,
+            )
+            .await
+            {
+                Ok(x) => x,
+                Err(e) => {
+                    attempt.end(None, format!("failed: media: {e}"));
+                    self.log_attempt(&attempt).await;
+                    return Setup::Failed(503, format!("media: {e}"));
+                }
+            };
+            let offer = offer.into_bytes();
             let call = OutboundCall {
                 target: attempt.target.clone(),
                 destination: Some(destination),
@@ -474,16 +586,33 @@ impl CallControl {
                             ringing_sent = true;
                             let _ = a.dialog.ringing(None, None);
                         }
-                        Some(Update::EarlyMedia) => {
-                            let sdp = b.remote_sdp();
-                            let _ = a.dialog.ringing(sdp.is_some().then(sdp_headers), sdp);
+                        Some(Update::EarlyMedia) if !ringing_sent => {
+                            // The phone plays its own ringback: the carrier's early media
+                            // is not bridged before the answer (see the media issue note).
                             ringing_sent = true;
+                            let _ = a.dialog.ringing(None, None);
                         }
                         Some(Update::Answered) => {
+                            let sdp = b.remote_sdp().map(|s| String::from_utf8_lossy(&s).to_string()).unwrap_or_default();
+                            let started = match (leg_b.set_remote(&sdp), leg_a.take()) {
+                                (Ok(_), Some(la)) => CallMedia::bridge(&engine, la.into(), leg_b.into()),
+                                (Err(e), _) => Err(e),
+                                (Ok(_), None) => Err(media::Error::Negotiation("the phone's leg is gone".into())),
+                            };
+                            let media = match started {
+                                Ok(m) => m,
+                                Err(e) => {
+                                    warn!(%call_id, trunk = %tr.name, error = %e, "the trunk's answer SDP is unusable");
+                                    end_leg(&mut b).await;
+                                    attempt.end(Some(200), format!("answered with unusable SDP: {e}"));
+                                    self.log_attempt(&attempt).await;
+                                    return Setup::Failed(488, format!("{}: {e}", tr.name));
+                                }
+                            };
                             attempt.end(Some(200), "answered");
                             self.log_attempt(&attempt).await;
                             info!(%call_id, trunk = %tr.name, "answered");
-                            return Setup::Answered(b, tr.name.clone(), Some(channel));
+                            return Setup::Answered(b, tr.name.clone(), Some(channel), Box::new(media));
                         }
                         Some(Update::Ended(r)) => break r,
                         Some(_) => {}
@@ -675,11 +804,32 @@ impl CallControl {
         attempt.end(Some(200), "answered");
         self.log_attempt(&attempt).await;
         let (_never_tx, mut never) = mpsc::unbounded_channel();
-        let (cause, ended_at) = bridge(&mut a, b, &mut never).await;
+        let (cause, ended_at, _) = bridge(&mut a, b, None, &mut never).await;
         attempt.end(Some(200), format!("answered, ended: {}", cause.as_str()));
         attempt.ended_at = Some(ended_at);
         self.log_attempt(&attempt).await;
     }
+}
+
+/// The codecs offered to a trunk: G.711 in the trunk's order, the phone's codec first
+/// when the trunk takes it (the call then passes through untranscoded).
+fn trunk_codecs(names: &[String], phone: Codec) -> Vec<Codec> {
+    let mut codecs: Vec<Codec> = names
+        .iter()
+        .filter_map(|n| match n.to_ascii_uppercase().as_str() {
+            "PCMU" => Some(Codec::Pcmu),
+            "PCMA" => Some(Codec::Pcma),
+            _ => None,
+        })
+        .collect();
+    if codecs.is_empty() {
+        codecs = vec![Codec::Pcmu, Codec::Pcma];
+    }
+    if let Some(i) = codecs.iter().position(|c| *c == phone) {
+        codecs.remove(i);
+        codecs.insert(0, phone);
+    }
+    codecs
 }
 
 /// Answers the caller with a final refusal, the reason in `Warning` (phones show it).
@@ -698,29 +848,103 @@ fn reason_header(status: u16, reason: &str) -> String {
     )
 }
 
-/// Joins the answered far leg `b` to the caller `a` until either hangs up or the credit
-/// ends; returns why and when it ended.
+/// Joins the answered far leg `b` to the caller `a` until either hangs up, the media
+/// fails or the credit ends; returns why and when it ended, and the media's figures.
+///
+/// With `media` (the anchored call and our answer for the phone) RTP flows through this
+/// host; without it (inbound calls for now) the far end's SDP is passed through.
 async fn bridge(
     a: &mut ServerLeg,
     mut b: CallHandle,
+    media: Option<(CallMedia, String)>,
     credit: &mut mpsc::UnboundedReceiver<i64>,
-) -> (EndCause, i64) {
-    let answer = b.remote_sdp();
+) -> (EndCause, i64, Option<MediaReport>) {
+    let (mut media, answer) = match media {
+        Some((m, answer)) => (Some(m), Some(answer.into_bytes())),
+        None => (None, b.remote_sdp()),
+    };
     if let Err(e) = a
         .dialog
         .accept(answer.is_some().then(sdp_headers), answer.clone())
     {
         warn!(error = %e, "answering the caller failed");
         end_leg(&mut b).await;
-        return (EndCause::Other("answer_failed".into()), now_ms());
+        let report = match media {
+            Some(m) => Some(m.stop().await),
+            None => None,
+        };
+        return (EndCause::Other("answer_failed".into()), now_ms(), report);
     }
+    let (cause, ended) = bridge_loop(a, &mut b, media.as_mut(), credit).await;
+    let report = match media {
+        Some(m) => Some(m.stop().await),
+        None => None,
+    };
+    (cause, ended, report)
+}
+
+/// The echo test's dialog loop: until the phone hangs up or its media fails.
+async fn echo_loop(
+    a: &mut ServerLeg,
+    media: &mut CallMedia,
+    _never: &mut mpsc::UnboundedReceiver<i64>,
+) -> (EndCause, i64) {
+    loop {
+        tokio::select! {
+            st = a.states.recv() => match st {
+                Some(DialogState::Terminated(..)) | None => return (EndCause::Normal, now_ms()),
+                Some(DialogState::Updated(_, req, handle)) => {
+                    let (status, sdp) = if req.body.is_empty() {
+                        (StatusCode::OK, None)
+                    } else {
+                        match media.update_remote(Side::A, String::from_utf8_lossy(&req.body).to_string()).await {
+                            Ok(answer) => (StatusCode::OK, Some(answer.into_bytes())),
+                            Err(_) => (StatusCode::NotAcceptableHere, None),
+                        }
+                    };
+                    tokio::spawn(async move {
+                        let _ = handle.respond(status, sdp.is_some().then(sdp_headers), sdp).await;
+                    });
+                }
+                Some(DialogState::Info(_, _, handle)) | Some(DialogState::Options(_, _, handle)) => {
+                    tokio::spawn(async move { let _ = handle.reply(StatusCode::OK).await; });
+                }
+                Some(_) => {}
+            },
+            ev = media.next_event() => match ev {
+                Some(MediaEvent::Failed { reason, .. }) => {
+                    info!(%reason, "echo test media failed: hanging up");
+                    let _ = a.dialog.bye().await;
+                    return (EndCause::Other("media_failed".into()), now_ms());
+                }
+                Some(MediaEvent::Digit { digit, .. }) => debug!(digit = %digit.digit, "DTMF in the echo test"),
+                Some(_) => {}
+                None => return (EndCause::Normal, now_ms()),
+            },
+        }
+    }
+}
+
+async fn next_media_event(media: Option<&mut CallMedia>) -> Option<MediaEvent> {
+    match media {
+        Some(m) => m.next_event().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn bridge_loop(
+    a: &mut ServerLeg,
+    b: &mut CallHandle,
+    mut media: Option<&mut CallMedia>,
+    credit: &mut mpsc::UnboundedReceiver<i64>,
+) -> (EndCause, i64) {
     loop {
         tokio::select! {
             st = a.states.recv() => match st {
                 Some(DialogState::Terminated(_, reason)) => {
                     let ended = now_ms();
                     debug!(?reason, "caller leg ended");
-                    end_leg(&mut b).await;
+                    end_leg(b).await;
                     let cause = match reason {
                         TerminatedReason::UacBye => EndCause::Normal,
                         TerminatedReason::Timeout => EndCause::Other("no_ack".into()),
@@ -728,12 +952,24 @@ async fn bridge(
                     };
                     return (cause, ended);
                 }
-                Some(DialogState::Updated(_, _, handle)) => {
-                    // A re-INVITE/UPDATE from the phone (hold, refresh): answered with the
-                    // far end's current SDP; media is not anchored yet.
-                    let sdp = b.remote_sdp();
+                Some(DialogState::Updated(_, req, handle)) => {
+                    // A re-INVITE/UPDATE from the phone (hold, resume, refresh): our media
+                    // leg takes the new SDP and answers for itself; the far leg keeps its
+                    // stream (the bridge keeps it continuous).
+                    let (status, sdp) = match media.as_deref_mut() {
+                        Some(m) if !req.body.is_empty() => {
+                            match m.update_remote(Side::A, String::from_utf8_lossy(&req.body).to_string()).await {
+                                Ok(answer) => (StatusCode::OK, Some(answer.into_bytes())),
+                                Err(e) => {
+                                    info!(error = %e, "re-INVITE refused");
+                                    (StatusCode::NotAcceptableHere, None)
+                                }
+                            }
+                        }
+                        _ => (StatusCode::OK, b.remote_sdp()),
+                    };
                     tokio::spawn(async move {
-                        let _ = handle.respond(StatusCode::OK, sdp.is_some().then(sdp_headers), sdp).await;
+                        let _ = handle.respond(status, sdp.is_some().then(sdp_headers), sdp).await;
                     });
                 }
                 Some(DialogState::Info(_, _, handle)) | Some(DialogState::Options(_, _, handle)) => {
@@ -741,7 +977,7 @@ async fn bridge(
                 }
                 Some(_) => {}
                 None => {
-                    end_leg(&mut b).await;
+                    end_leg(b).await;
                     return (EndCause::Normal, now_ms());
                 }
             },
@@ -760,6 +996,22 @@ async fn bridge(
                     return (EndCause::Normal, now_ms());
                 }
             },
+            ev = next_media_event(media.as_deref_mut()) => match ev {
+                Some(MediaEvent::Failed { side, reason }) => {
+                    info!(call_id = %a.dialog.id().call_id, ?side, %reason, "media failed: hanging up");
+                    let ended = now_ms();
+                    let _ = a.dialog.bye().await;
+                    end_leg(b).await;
+                    return (EndCause::Other("media_failed".into()), ended);
+                }
+                Some(MediaEvent::Digit { from, digit }) => {
+                    debug!(?from, digit = %digit.digit, ms = digit.duration_ms(), "DTMF");
+                }
+                Some(_) => {}
+                None => {
+                    media = None;
+                }
+            },
             d = credit.recv() => if let Some(deadline) = d {
                 info!(call_id = %a.dialog.id().call_id, "credit exhausted: hanging up");
                 let _ = a
@@ -768,7 +1020,7 @@ async fn bridge(
                         reason_header(402, "credit exhausted").into(),
                     )]))
                     .await;
-                end_leg(&mut b).await;
+                end_leg(b).await;
                 return (EndCause::CreditExhausted, deadline);
             },
         }
