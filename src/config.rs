@@ -597,6 +597,7 @@ impl Config {
         }
         storage::Backend::from_url(&self.database.url)
             .map_err(|e| ("database.url", e.to_string()))?;
+        self.media_config(None)?;
         if self.database.max_connections == 0 {
             return Err(("database.max_connections", "must be at least 1".into()));
         }
@@ -1031,6 +1032,14 @@ mod tests {
         assert!(e.to_string().contains("billing.max_rate_per_min"), "{e}");
         let e = load_text("[billing]\ndefault_country = \"XX\"\n", &[]).expect_err("country");
         assert!(e.to_string().contains("billing.default_country"), "{e}");
+        let e = load_text("[media]\nrtp_ports = \"20000-10000\"\n", &[]).expect_err("range");
+        assert!(e.to_string().contains("media.rtp_ports"), "{e}");
+        let e = load_text("[media]\nwebrtc_ports = \"15000-25000\"\n", &[]).expect_err("overlap");
+        assert!(e.to_string().contains("media.webrtc_ports"), "{e}");
+        let e = load_text("[media]\nphone_codecs = [\"G729\"]\n", &[]).expect_err("codec");
+        assert!(e.to_string().contains("media.phone_codecs"), "{e}");
+        let e = load_text("[media]\npublic_ip = \"nope\"\n", &[]).expect_err("ip");
+        assert!(e.to_string().contains("media.public_ip"), "{e}");
         let e = load_text("[http\n", &[]).expect_err("syntax");
         assert!(e.to_string().contains("papercup.toml"), "{e}");
     }
