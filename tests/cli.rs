@@ -1426,9 +1426,7 @@ fn tone_wav(path: &std::path::Path, freq: f64, secs: u32) {
     wav.extend_from_slice(b"RIFF");
     wav.extend_from_slice(&(36 + n * 2).to_le_bytes());
     wav.extend_from_slice(b"WAVEfmt ");
-    for v in [16u32] {
-        wav.extend_from_slice(&v.to_le_bytes());
-    }
+    wav.extend_from_slice(&16u32.to_le_bytes());
     for v in [1u16, 1] {
         wav.extend_from_slice(&v.to_le_bytes());
     }
