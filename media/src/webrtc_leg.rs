@@ -184,13 +184,15 @@ pub fn rewrite_candidates(sdp: &str, private: IpAddr, public: IpAddr) -> String 
     let mut out = String::with_capacity(sdp.len());
     for line in sdp.split_inclusive('\n') {
         if line.starts_with("a=candidate:") || line.starts_with("c=") {
+            let body = line.trim_end_matches(['\r', '\n']);
             out.push_str(
-                &line
+                &body
                     .split(' ')
                     .map(|f| if f == from { to.as_str() } else { f })
                     .collect::<Vec<_>>()
                     .join(" "),
             );
+            out.push_str(&line[body.len()..]);
         } else {
             out.push_str(line);
         }
