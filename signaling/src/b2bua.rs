@@ -387,9 +387,9 @@ impl CallControl {
                     Err(e) => warn!(%call_id, error = %e, "recording the answer failed"),
                 }
                 let (cause, ended_at, report) =
-                    bridge(&mut a, b, Some((*media, answer_a)), &mut credit_rx).await;
+                    bridge(&mut a, b, (*media, answer_a), &mut credit_rx).await;
                 drop(channel);
-                quality = report.and_then(|r| serde_json::to_value(r).ok());
+                quality = serde_json::to_value(report).ok();
                 (cause, Some(trunk), ended_at)
             }
         };
@@ -708,6 +708,47 @@ impl CallControl {
             reject(&a, 480, &why);
             return;
         }
+        // Media: our leg answers the carrier's offer (its SRTP too); the phones are offered
+        // our other leg, the carrier's codec first so that the call can pass through.
+        let engine = self.cfg.media.clone();
+        let offer = String::from_utf8_lossy(&a.request.body).to_string();
+        let (leg_a, answer_a) = match RtpLeg::answer(
+            &engine,
+            &offer,
+            &trunk_codecs(&trunk.trunk.codecs, Codec::Pcmu),
+        )
+        .await
+        {
+            Ok(x) => x,
+            Err(e) => {
+                let status =
+                    if matches!(e, media::Error::PortsExhausted { .. } | media::Error::Io(_)) {
+                        503
+                    } else {
+                        488
+                    };
+                attempt.end(Some(status), format!("media: {e}"));
+                self.log_attempt(&attempt).await;
+                reject(&a, status, &e.to_string());
+                return;
+            }
+        };
+        let carrier_codec = leg_a.format().map_or(Codec::Pcmu, |f| f.codec);
+        let mut phone_codecs = engine.config().phone_codecs.clone();
+        if let Some(i) = phone_codecs.iter().position(|c| *c == carrier_codec) {
+            phone_codecs.remove(i);
+            phone_codecs.insert(0, carrier_codec);
+        }
+        let (mut leg_b, offer_b) = match RtpLeg::offer(&engine, &phone_codecs, Security::None).await
+        {
+            Ok(x) => x,
+            Err(e) => {
+                attempt.end(Some(503), format!("media: {e}"));
+                self.log_attempt(&attempt).await;
+                reject(&a, 503, &e.to_string());
+                return;
+            }
+        };
         self.log_attempt(&attempt).await;
         info!(%call_id, trunk = %trunk.trunk.name, %did, phones = contacts.len(), "inbound call");
         let from = a
@@ -722,7 +763,7 @@ impl CallControl {
                 target: contact,
                 destination: source,
                 from: from.clone(),
-                offer: a.request.body.clone(),
+                offer: offer_b.clone().into_bytes(),
                 ..Default::default()
             };
             match self.caller.place_call(call) {
@@ -801,10 +842,30 @@ impl CallControl {
             return;
         };
         end_legs(&mut phones);
+        let mut b = b;
+        let sdp = b
+            .remote_sdp()
+            .map(|s| String::from_utf8_lossy(&s).to_string())
+            .unwrap_or_default();
+        let media = match leg_b
+            .set_remote(&sdp)
+            .and_then(|_| CallMedia::bridge(&engine, leg_a.into(), leg_b.into()))
+        {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(%call_id, error = %e, "the phone's answer SDP is unusable");
+                end_leg(&mut b).await;
+                attempt.end(Some(488), format!("phone answered with unusable SDP: {e}"));
+                self.log_attempt(&attempt).await;
+                reject(&a, 488, &e.to_string());
+                return;
+            }
+        };
         attempt.end(Some(200), "answered");
         self.log_attempt(&attempt).await;
         let (_never_tx, mut never) = mpsc::unbounded_channel();
-        let (cause, ended_at, _) = bridge(&mut a, b, None, &mut never).await;
+        let (cause, ended_at, report) = bridge(&mut a, b, (media, answer_a), &mut never).await;
+        info!(%call_id, passthrough = report.passthrough, mos = ?report.a.mos, "inbound call media");
         attempt.end(Some(200), format!("answered, ended: {}", cause.as_str()));
         attempt.ended_at = Some(ended_at);
         self.log_attempt(&attempt).await;
@@ -850,37 +911,28 @@ fn reason_header(status: u16, reason: &str) -> String {
 
 /// Joins the answered far leg `b` to the caller `a` until either hangs up, the media
 /// fails or the credit ends; returns why and when it ended, and the media's figures.
-///
-/// With `media` (the anchored call and our answer for the phone) RTP flows through this
-/// host; without it (inbound calls for now) the far end's SDP is passed through.
+/// `media` is the call's anchored media and our SDP answer for the caller.
 async fn bridge(
     a: &mut ServerLeg,
     mut b: CallHandle,
-    media: Option<(CallMedia, String)>,
+    media: (CallMedia, String),
     credit: &mut mpsc::UnboundedReceiver<i64>,
-) -> (EndCause, i64, Option<MediaReport>) {
-    let (mut media, answer) = match media {
-        Some((m, answer)) => (Some(m), Some(answer.into_bytes())),
-        None => (None, b.remote_sdp()),
-    };
+) -> (EndCause, i64, MediaReport) {
+    let (mut media, answer) = media;
     if let Err(e) = a
         .dialog
-        .accept(answer.is_some().then(sdp_headers), answer.clone())
+        .accept(Some(sdp_headers()), Some(answer.into_bytes()))
     {
         warn!(error = %e, "answering the caller failed");
         end_leg(&mut b).await;
-        let report = match media {
-            Some(m) => Some(m.stop().await),
-            None => None,
-        };
-        return (EndCause::Other("answer_failed".into()), now_ms(), report);
+        return (
+            EndCause::Other("answer_failed".into()),
+            now_ms(),
+            media.stop().await,
+        );
     }
-    let (cause, ended) = bridge_loop(a, &mut b, media.as_mut(), credit).await;
-    let report = match media {
-        Some(m) => Some(m.stop().await),
-        None => None,
-    };
-    (cause, ended, report)
+    let (cause, ended) = bridge_loop(a, &mut b, Some(&mut media), credit).await;
+    (cause, ended, media.stop().await)
 }
 
 /// The echo test's dialog loop: until the phone hangs up or its media fails.
@@ -966,7 +1018,13 @@ async fn bridge_loop(
                                 }
                             }
                         }
-                        _ => (StatusCode::OK, b.remote_sdp()),
+                        // An offerless re-INVITE: we offer (sendrecv) and the phone
+                        // answers in its ACK.
+                        Some(m) => match m.reoffer(Side::A, media::sdp::Direction::SendRecv).await {
+                            Ok(offer) => (StatusCode::OK, Some(offer.into_bytes())),
+                            Err(_) => (StatusCode::OK, None),
+                        },
+                        None => (StatusCode::OK, None),
                     };
                     tokio::spawn(async move {
                         let _ = handle.respond(status, sdp.is_some().then(sdp_headers), sdp).await;
