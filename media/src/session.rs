@@ -336,8 +336,11 @@ impl Driver {
     }
 
     fn fail(&mut self, side: Side, reason: String) {
-        // The leg is dropped (its port freed); call control hangs up on the event.
-        self.legs[index(side)] = None;
+        // The leg is dropped (its port freed); call control hangs up on the event. A
+        // browser connection is closed so that its own tasks and socket end too.
+        if let Some(Leg::WebRtc(w)) = self.legs[index(side)].take() {
+            tokio::spawn(async move { w.close().await });
+        }
         let _ = self.events.try_send(MediaEvent::Failed { side, reason });
     }
 

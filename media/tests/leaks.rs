@@ -146,3 +146,57 @@ async fn browser_calls_give_their_ports_and_tasks_back() {
     );
     assert_eq!(engine.live_calls(), 0);
 }
+
+/// A browser that vanishes (its process gone: no DTLS close, no more ICE checks) ends the
+/// call within a bounded time: the leg reports failure and the media task frees its port.
+#[test]
+fn a_vanished_browser_ends_the_call() {
+    let gateway = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let engine = gateway.block_on(async {
+        media::engine::MediaEngine::new(media::engine::MediaConfig {
+            rtp_ports: (46200, 46299),
+            webrtc_ports: (46300, 46399),
+            webrtc_failed_after: Duration::from_secs(4),
+            port_drain: Duration::from_millis(100),
+            ..Default::default()
+        })
+        .unwrap()
+    });
+    // The browser lives in a runtime of its own, shut down abruptly below.
+    let browser_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (mut browser, offer) = browser_rt.block_on(Browser::offer());
+    let (web, answer) = gateway
+        .block_on(WebRtcLeg::answer(&engine, &offer))
+        .unwrap();
+    browser_rt.block_on(browser.connect(answer));
+    let mut call = gateway.block_on(async { CallMedia::echo(&engine, web.into()).unwrap() });
+    let started = std::time::Instant::now();
+    drop(browser);
+    browser_rt.shutdown_background();
+    let failed = gateway.block_on(async {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(30), call.next_event()).await {
+                Ok(Some(media::session::MediaEvent::Failed { .. })) => return true,
+                Ok(Some(_)) => continue,
+                _ => return false,
+            }
+        }
+    });
+    let took = started.elapsed();
+    assert!(failed, "the call never noticed the browser was gone");
+    assert!(took < Duration::from_secs(20), "noticed after {took:?}");
+    gateway.block_on(async {
+        call.stop().await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    });
+    assert_eq!(engine.webrtc_ports_in_use(), 0);
+    eprintln!("vanished browser noticed after {took:?}");
+}
