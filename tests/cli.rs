@@ -1021,24 +1021,8 @@ fn baresip(dir: &std::path::Path, user: &str, pass: &str, sip: &str) -> Running 
     let port = free_udp_port();
     // Its microphone: 20 s of 8 kHz silence (ausine only runs at 48 kHz; baresip hangs up
     // when the file ends).
-    let samples = 8000u32 * 20;
-    let mut wav = Vec::new();
-    for (tag, v) in [("RIFF", 36 + samples * 2), ("WAVEfmt ", 16)] {
-        wav.extend_from_slice(tag.as_bytes());
-        wav.extend_from_slice(&v.to_le_bytes());
-    }
-    for v in [1u16, 1] {
-        wav.extend_from_slice(&v.to_le_bytes()); // PCM, mono
-    }
-    wav.extend_from_slice(&8000u32.to_le_bytes());
-    wav.extend_from_slice(&16000u32.to_le_bytes());
-    wav.extend_from_slice(&2u16.to_le_bytes());
-    wav.extend_from_slice(&16u16.to_le_bytes());
-    wav.extend_from_slice(b"data");
-    wav.extend_from_slice(&(samples * 2).to_le_bytes());
-    wav.resize(wav.len() + samples as usize * 2, 0);
     let mic = home.join("mic.wav");
-    std::fs::write(&mic, wav).expect("wav");
+    write_wav(&mic, &vec![0; 8000 * 20]);
     std::fs::write(
         home.join("config"),
         format!(
@@ -1419,28 +1403,37 @@ async fn desk_phone_calls_through_trunks_with_failover() {
     assert!(!logged.contains(SECRET), "the password is in the log");
 }
 
-/// A 16-bit mono WAV of `secs` of a `freq` Hz sine at 8 kHz.
-fn tone_wav(path: &std::path::Path, freq: f64, secs: u32) {
-    let n = 8000 * secs;
-    let mut wav = Vec::new();
+/// A 16-bit mono WAV at 8 kHz (the rate baresip's PCMU microphone file must have).
+fn write_wav(path: &std::path::Path, samples: &[i16]) {
+    let data = samples.len() as u32 * 2;
+    let mut wav = Vec::with_capacity(44 + data as usize);
     wav.extend_from_slice(b"RIFF");
-    wav.extend_from_slice(&(36 + n * 2).to_le_bytes());
+    wav.extend_from_slice(&(36 + data).to_le_bytes());
     wav.extend_from_slice(b"WAVEfmt ");
     wav.extend_from_slice(&16u32.to_le_bytes());
-    for v in [1u16, 1] {
-        wav.extend_from_slice(&v.to_le_bytes());
-    }
+    wav.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    wav.extend_from_slice(&1u16.to_le_bytes()); // mono
     wav.extend_from_slice(&8000u32.to_le_bytes());
     wav.extend_from_slice(&16000u32.to_le_bytes());
     wav.extend_from_slice(&2u16.to_le_bytes());
     wav.extend_from_slice(&16u16.to_le_bytes());
     wav.extend_from_slice(b"data");
-    wav.extend_from_slice(&(n * 2).to_le_bytes());
-    for i in 0..n {
-        let v = (2.0 * std::f64::consts::PI * freq * i as f64 / 8000.0).sin() * 0.3 * 32767.0;
-        wav.extend_from_slice(&(v as i16).to_le_bytes());
+    wav.extend_from_slice(&data.to_le_bytes());
+    for v in samples {
+        wav.extend_from_slice(&v.to_le_bytes());
     }
     std::fs::write(path, wav).expect("wav");
+}
+
+/// A WAV of `secs` of a `freq` Hz sine at 8 kHz.
+fn tone_wav(path: &std::path::Path, freq: f64, secs: u32) {
+    let samples: Vec<i16> = (0..8000 * secs)
+        .map(|i| {
+            ((2.0 * std::f64::consts::PI * freq * f64::from(i) / 8000.0).sin() * 0.3 * 32767.0)
+                as i16
+        })
+        .collect();
+    write_wav(path, &samples);
 }
 
 /// The frequency (100–2000 Hz, 5 Hz steps) with the most energy (Goertzel), and the RMS.

@@ -15,7 +15,6 @@
 use std::hint::black_box;
 use std::net::UdpSocket;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -27,16 +26,9 @@ use media::rtp_leg::{RtpLeg, Security};
 use media::session::CallMedia;
 use media::srtp::{SdesCrypto, SrtpSession, Suite};
 use media::webrtc_leg::WebRtcLeg;
-use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
-use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::rtp::header::Header;
 use rtc::rtp::packet::Packet;
 use rtc::shared::marshal::{Marshal, Unmarshal};
-use tokio::sync::mpsc;
-use webrtc::media_stream::track_local::TrackLocal;
-use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceGatheringState,
-};
 
 /// Packets per call-second and direction (20 ms frames).
 const FRAMES: usize = 50;
@@ -52,6 +44,9 @@ const TOTAL: usize = WARMUP + PER_RUN * RUNS;
 const AUDIO_SECS: usize = 10;
 /// First sequence number of the input streams: they wrap during the run.
 const FIRST_SEQ: u16 = 60_000;
+
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 const BROWSER_SSRC: u32 = 0x1111_1111;
 const TRUNK_SSRC: u32 = 0x2222_2222;
@@ -354,19 +349,10 @@ enum Opus {
     Encode(Option<i32>),
 }
 
-/// The bridge's encoder settings (media/src/codec.rs), optionally another complexity.
+/// The bridge's encoder (media/src/codec.rs), optionally at another complexity.
 fn encoder_8k(complexity: Option<i32>) -> opus::Encoder {
-    let mut enc = opus::Encoder::new(8_000, opus::Channels::Mono, opus::Application::Voip)
-        .expect("opus encoder");
-    enc.set_bitrate(opus::Bitrate::Bits(20_000))
-        .expect("bitrate");
-    enc.set_inband_fec(true).expect("fec");
-    enc.set_packet_loss_perc(5).expect("loss");
-    enc.set_max_bandwidth(opus::Bandwidth::Narrowband)
-        .expect("bandwidth");
-    enc.set_complexity(complexity.unwrap_or(media::codec::OPUS_COMPLEXITY))
-        .expect("complexity");
-    enc
+    media::codec::opus_encoder(complexity.unwrap_or(media::codec::OPUS_COMPLEXITY))
+        .expect("opus encoder")
 }
 
 /// 2. libopus alone: decode the browser's packets at 8 kHz, encode the trunk's audio
@@ -588,67 +574,14 @@ fn mem_rtp_calls() -> (usize, u64, u64) {
     })
 }
 
-#[derive(Clone)]
-struct OfferHandler {
-    gathered: mpsc::UnboundedSender<()>,
-}
-
-#[async_trait::async_trait]
-impl PeerConnectionEventHandler for OfferHandler {
-    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
-        if state == RTCIceGatheringState::Complete {
-            let _ = self.gathered.send(());
-        }
-    }
-}
-
-/// A browser-like offer from a webrtc-rs client (as media/tests/common `Browser::offer`).
-async fn browser_offer() -> String {
-    let mut media = media::webrtc_leg::media_engine().expect("codecs");
-    let registry =
-        rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors(
-            rtc::interceptor::Registry::new(),
-            &mut media,
-        )
-        .expect("interceptors");
-    let settings = SettingEngineBuilder::new()
-        .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
-        .with_include_loopback_candidate(true)
-        .build();
-    let (gathered_tx, mut gathered) = mpsc::unbounded_channel();
-    let pc = PeerConnectionBuilder::new()
-        .with_configuration(RTCConfigurationBuilder::new().build())
-        .with_media_engine(media)
-        .with_setting_engine(settings)
-        .with_interceptor_registry(registry)
-        .with_handler(Arc::new(OfferHandler {
-            gathered: gathered_tx,
-        }))
-        .with_udp_addrs(vec!["127.0.0.1:0".to_string()])
-        .build()
-        .await
-        .expect("client peer connection");
-    let pc: Arc<dyn PeerConnection> = Arc::new(pc);
-    let track = media::webrtc_leg::audio_track(BROWSER_SSRC);
-    pc.add_track(track as Arc<dyn TrackLocal>)
-        .await
-        .expect("track");
-    let offer = pc.create_offer(None).await.expect("offer");
-    pc.set_local_description(offer)
-        .await
-        .expect("local description");
-    let _ = tokio::time::timeout(Duration::from_secs(3), gathered.recv()).await;
-    let sdp = pc.local_description().await.expect("local description").sdp;
-    let _ = pc.close().await;
-    sdp
-}
-
 fn mem_webrtc_answers() -> (usize, u64, u64) {
     const N: usize = 50;
     let rt = runtime();
     let engine = bench_engine();
     rt.block_on(async {
-        let offer = browser_offer().await;
+        // A webrtc-rs client's offer (the media tests' browser), answered N times.
+        let (browser, offer) = common::Browser::offer().await;
+        let _ = browser.pc.close().await;
         let mut legs = Vec::with_capacity(N + 1);
         legs.push(WebRtcLeg::answer(&engine, &offer).await.expect("answer"));
         tokio::time::sleep(Duration::from_millis(300)).await;

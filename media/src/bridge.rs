@@ -26,7 +26,6 @@ use rtc::rtp::packet::Packet;
 
 use crate::codec::{Codec, Decoder, Encoder, FRAME_SAMPLES};
 use crate::dtmf::{rescale_duration, Digit, DigitTracker, TelephoneEvent};
-use crate::g711::Law;
 use crate::Result;
 
 /// One of the two legs of a bridge.
@@ -659,15 +658,12 @@ impl Bridge {
         }
         o.last_sent = Some(now);
         if muted {
-            match codec {
-                Codec::Pcmu => {
-                    packet.payload = Bytes::from(vec![Law::Ulaw.silence(); packet.payload.len()])
-                }
-                Codec::Pcma => {
-                    packet.payload = Bytes::from(vec![Law::Alaw.silence(); packet.payload.len()])
+            match codec.law() {
+                Some(law) => {
+                    packet.payload = Bytes::from(vec![law.silence(); packet.payload.len()])
                 }
                 // Opus silence would need an encoder; a muted Opus stream simply pauses.
-                Codec::Opus => return,
+                None => return,
             }
         }
         packet.header = Header {

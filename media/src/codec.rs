@@ -84,7 +84,8 @@ impl Codec {
         }
     }
 
-    fn law(self) -> Option<Law> {
+    /// The G.711 law of this codec, if it is G.711.
+    pub(crate) fn law(self) -> Option<Law> {
         match self {
             Codec::Pcmu => Some(Law::Ulaw),
             Codec::Pcma => Some(Law::Alaw),
@@ -166,6 +167,26 @@ fn opus_decode(
     }
 }
 
+/// libopus as the bridge encodes: from 8 kHz mono, VoIP mode, narrowband, 20 kbit/s,
+/// in-band FEC with a 5 % loss estimate, at `complexity` (the bridge uses
+/// [`OPUS_COMPLEXITY`]; benches compare others).
+pub fn opus_encoder(complexity: i32) -> Result<opus::Encoder> {
+    let err = |e: opus::Error| Error::Codec(format!("opus encoder: {e}"));
+    let mut enc =
+        opus::Encoder::new(8000, opus::Channels::Mono, opus::Application::Voip).map_err(err)?;
+    // INTEROP.md: VoIP, narrowband, 16–24 kbit/s, FEC on with a loss estimate.
+    enc.set_bitrate(opus::Bitrate::Bits(20_000)).map_err(err)?;
+    enc.set_inband_fec(true).map_err(err)?;
+    enc.set_packet_loss_perc(5).map_err(err)?;
+    enc.set_max_bandwidth(opus::Bandwidth::Narrowband)
+        .map_err(err)?;
+    // libopus defaults to complexity 9, which spends 146 µs per 20 ms frame here
+    // (benches/README.md) for a narrowband voice that is headed for G.711 anyway; at 1,
+    // SILK's narrowband encoder costs a fifth of that.
+    enc.set_complexity(complexity).map_err(err)?;
+    Ok(enc)
+}
+
 /// Turns 8 kHz PCM frames into one leg's payloads.
 #[derive(Debug)]
 pub enum Encoder {
@@ -180,23 +201,7 @@ impl Encoder {
     pub fn new(codec: Codec) -> Result<Self> {
         match codec.law() {
             Some(law) => Ok(Encoder::G711(law)),
-            None => {
-                let err = |e: opus::Error| Error::Codec(format!("opus encoder: {e}"));
-                let mut enc =
-                    opus::Encoder::new(8000, opus::Channels::Mono, opus::Application::Voip)
-                        .map_err(err)?;
-                // INTEROP.md: VoIP, narrowband, 16–24 kbit/s, FEC on with a loss estimate.
-                enc.set_bitrate(opus::Bitrate::Bits(20_000)).map_err(err)?;
-                enc.set_inband_fec(true).map_err(err)?;
-                enc.set_packet_loss_perc(5).map_err(err)?;
-                enc.set_max_bandwidth(opus::Bandwidth::Narrowband)
-                    .map_err(err)?;
-                // libopus defaults to complexity 9, which spends 146 µs per 20 ms frame
-                // here (benches/README.md) for a narrowband voice that is headed for
-                // G.711 anyway; at 1, SILK's narrowband encoder costs under a third.
-                enc.set_complexity(OPUS_COMPLEXITY).map_err(err)?;
-                Ok(Encoder::Opus(Box::new(enc)))
-            }
+            None => Ok(Encoder::Opus(Box::new(opus_encoder(OPUS_COMPLEXITY)?))),
         }
     }
 

@@ -309,12 +309,7 @@ impl CallControl {
                 Ok(x) => x,
                 Err(e) => {
                     info!(%call_id, seat = %seat.username, error = %e, "call refused: media");
-                    let status =
-                        if matches!(e, media::Error::PortsExhausted { .. } | media::Error::Io(_)) {
-                            503
-                        } else {
-                            488
-                        };
+                    let status = media_status(&e);
                     reject(&a, status, &e.to_string());
                     return;
                 }
@@ -446,10 +441,8 @@ impl CallControl {
             media.stop().await;
             return;
         }
-        let (_never_tx, mut never) = mpsc::unbounded_channel();
         let mut media = media;
-        // The far "leg" is the echo itself: a call handle that never updates.
-        let (cause, _) = echo_loop(&mut a, &mut media, &mut never).await;
+        let (cause, _) = echo_loop(&mut a, &mut media).await;
         let report = media.stop().await;
         info!(%call_id, cause = cause.as_str(), packets = report.a.packets_received, mos = ?report.a.mos, "echo test ended");
     }
@@ -721,12 +714,7 @@ impl CallControl {
         {
             Ok(x) => x,
             Err(e) => {
-                let status =
-                    if matches!(e, media::Error::PortsExhausted { .. } | media::Error::Io(_)) {
-                        503
-                    } else {
-                        488
-                    };
+                let status = media_status(&e);
                 attempt.end(Some(status), format!("media: {e}"));
                 self.log_attempt(&attempt).await;
                 reject(&a, status, &e.to_string());
@@ -735,10 +723,7 @@ impl CallControl {
         };
         let carrier_codec = leg_a.format().map_or(Codec::Pcmu, |f| f.codec);
         let mut phone_codecs = engine.config().phone_codecs.clone();
-        if let Some(i) = phone_codecs.iter().position(|c| *c == carrier_codec) {
-            phone_codecs.remove(i);
-            phone_codecs.insert(0, carrier_codec);
-        }
+        prefer(&mut phone_codecs, carrier_codec);
         let (mut leg_b, offer_b) = match RtpLeg::offer(&engine, &phone_codecs, Security::None).await
         {
             Ok(x) => x,
@@ -886,11 +871,26 @@ fn trunk_codecs(names: &[String], phone: Codec) -> Vec<Codec> {
     if codecs.is_empty() {
         codecs = vec![Codec::Pcmu, Codec::Pcma];
     }
-    if let Some(i) = codecs.iter().position(|c| *c == phone) {
-        codecs.remove(i);
-        codecs.insert(0, phone);
-    }
+    prefer(&mut codecs, phone);
     codecs
+}
+
+/// Moves `codec` to the front of `codecs` if it is there: both legs then share it and the
+/// call passes through untranscoded.
+fn prefer(codecs: &mut Vec<Codec>, codec: Codec) {
+    if let Some(i) = codecs.iter().position(|c| *c == codec) {
+        codecs.remove(i);
+        codecs.insert(0, codec);
+    }
+}
+
+/// The status for a call whose media leg could not be set up: 503 when this host is out
+/// of ports or sockets, 488 when the offer is the problem.
+fn media_status(e: &media::Error) -> u16 {
+    match e {
+        media::Error::PortsExhausted { .. } | media::Error::Io(_) => 503,
+        _ => 488,
+    }
 }
 
 /// Answers the caller with a final refusal, the reason in `Warning` (phones show it).
@@ -931,29 +931,18 @@ async fn bridge(
             media.stop().await,
         );
     }
-    let (cause, ended) = bridge_loop(a, &mut b, Some(&mut media), credit).await;
+    let (cause, ended) = bridge_loop(a, &mut b, &mut media, credit).await;
     (cause, ended, media.stop().await)
 }
 
 /// The echo test's dialog loop: until the phone hangs up or its media fails.
-async fn echo_loop(
-    a: &mut ServerLeg,
-    media: &mut CallMedia,
-    _never: &mut mpsc::UnboundedReceiver<i64>,
-) -> (EndCause, i64) {
+async fn echo_loop(a: &mut ServerLeg, media: &mut CallMedia) -> (EndCause, i64) {
     loop {
         tokio::select! {
             st = a.states.recv() => match st {
                 Some(DialogState::Terminated(..)) | None => return (EndCause::Normal, now_ms()),
                 Some(DialogState::Updated(_, req, handle)) => {
-                    let (status, sdp) = if req.body.is_empty() {
-                        (StatusCode::OK, None)
-                    } else {
-                        match media.update_remote(Side::A, String::from_utf8_lossy(&req.body).to_string()).await {
-                            Ok(answer) => (StatusCode::OK, Some(answer.into_bytes())),
-                            Err(_) => (StatusCode::NotAcceptableHere, None),
-                        }
-                    };
+                    let (status, sdp) = reinvite_answer(media, &req.body).await;
                     tokio::spawn(async move {
                         let _ = handle.respond(status, sdp.is_some().then(sdp_headers), sdp).await;
                     });
@@ -977,19 +966,39 @@ async fn echo_loop(
     }
 }
 
-async fn next_media_event(media: Option<&mut CallMedia>) -> Option<MediaEvent> {
-    match media {
-        Some(m) => m.next_event().await,
-        None => std::future::pending().await,
+/// Our media leg's answer to a re-INVITE/UPDATE from the caller (hold, resume, refresh):
+/// it takes the new SDP and answers for itself (the far leg keeps its stream, the bridge
+/// keeps it continuous); an offerless one gets our offer (sendrecv), answered in the ACK.
+async fn reinvite_answer(media: &CallMedia, body: &[u8]) -> (StatusCode, Option<Vec<u8>>) {
+    if body.is_empty() {
+        return match media
+            .reoffer(Side::A, media::sdp::Direction::SendRecv)
+            .await
+        {
+            Ok(offer) => (StatusCode::OK, Some(offer.into_bytes())),
+            Err(_) => (StatusCode::OK, None),
+        };
+    }
+    match media
+        .update_remote(Side::A, String::from_utf8_lossy(body).to_string())
+        .await
+    {
+        Ok(answer) => (StatusCode::OK, Some(answer.into_bytes())),
+        Err(e) => {
+            info!(error = %e, "re-INVITE refused");
+            (StatusCode::NotAcceptableHere, None)
+        }
     }
 }
 
 async fn bridge_loop(
     a: &mut ServerLeg,
     b: &mut CallHandle,
-    mut media: Option<&mut CallMedia>,
+    media: &mut CallMedia,
     credit: &mut mpsc::UnboundedReceiver<i64>,
 ) -> (EndCause, i64) {
+    // The media task only ends when stopped; should it die anyway, stop listening to it.
+    let mut media_alive = true;
     loop {
         tokio::select! {
             st = a.states.recv() => match st {
@@ -1005,27 +1014,7 @@ async fn bridge_loop(
                     return (cause, ended);
                 }
                 Some(DialogState::Updated(_, req, handle)) => {
-                    // A re-INVITE/UPDATE from the phone (hold, resume, refresh): our media
-                    // leg takes the new SDP and answers for itself; the far leg keeps its
-                    // stream (the bridge keeps it continuous).
-                    let (status, sdp) = match media.as_deref_mut() {
-                        Some(m) if !req.body.is_empty() => {
-                            match m.update_remote(Side::A, String::from_utf8_lossy(&req.body).to_string()).await {
-                                Ok(answer) => (StatusCode::OK, Some(answer.into_bytes())),
-                                Err(e) => {
-                                    info!(error = %e, "re-INVITE refused");
-                                    (StatusCode::NotAcceptableHere, None)
-                                }
-                            }
-                        }
-                        // An offerless re-INVITE: we offer (sendrecv) and the phone
-                        // answers in its ACK.
-                        Some(m) => match m.reoffer(Side::A, media::sdp::Direction::SendRecv).await {
-                            Ok(offer) => (StatusCode::OK, Some(offer.into_bytes())),
-                            Err(_) => (StatusCode::OK, None),
-                        },
-                        None => (StatusCode::OK, None),
-                    };
+                    let (status, sdp) = reinvite_answer(media, &req.body).await;
                     tokio::spawn(async move {
                         let _ = handle.respond(status, sdp.is_some().then(sdp_headers), sdp).await;
                     });
@@ -1054,7 +1043,7 @@ async fn bridge_loop(
                     return (EndCause::Normal, now_ms());
                 }
             },
-            ev = next_media_event(media.as_deref_mut()) => match ev {
+            ev = media.next_event(), if media_alive => match ev {
                 Some(MediaEvent::Failed { side, reason }) => {
                     info!(call_id = %a.dialog.id().call_id, ?side, %reason, "media failed: hanging up");
                     let ended = now_ms();
@@ -1066,9 +1055,7 @@ async fn bridge_loop(
                     debug!(?from, digit = %digit.digit, ms = digit.duration_ms(), "DTMF");
                 }
                 Some(_) => {}
-                None => {
-                    media = None;
-                }
+                None => media_alive = false,
             },
             d = credit.recv() => if let Some(deadline) = d {
                 info!(call_id = %a.dialog.id().call_id, "credit exhausted: hanging up");
